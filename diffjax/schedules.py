@@ -69,7 +69,8 @@ def edm_sigma_grid(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rh
         raise ValueError(f"rho must be > 0, got {rho}")
     i = jnp.arange(n) / max(n - 1, 1)
     lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
-    sigmas = (hi + i * (lo - hi)) ** rho
+    # (1 - i) hi + i lo rather than hi + i (lo - hi): exact at both ends (no cancellation at sigma_min).
+    sigmas = ((1.0 - i) * hi + i * lo) ** rho
     return jnp.concatenate([sigmas, jnp.zeros(1)]) if append_zero else sigmas
 
 

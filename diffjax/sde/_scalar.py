@@ -81,6 +81,16 @@ class _ScalarSDE:
         return self.drift(x, t) - c * broadcast_to_data(self.diffusion_sq(t), x) * score
 
 
+def _store_floats(obj, **values) -> None:
+    """Store validated hyper-parameters on a frozen SDE.
+
+    Concrete values become Python floats, so ``VPSDE(0.1, 20)`` and ``VPSDE(0.2, 15.0)`` have leaves
+    of the same (weak float) type and a jitted function taking the SDE compiles once for both.
+    """
+    for name, value in values.items():
+        object.__setattr__(obj, name, value)
+
+
 def _check_beta(beta_min, beta_max, T):
     beta_min, beta_max, T = as_float("beta_min", beta_min), as_float("beta_max", beta_max), as_float("T", T)
     if is_concrete(beta_min, beta_max, T):
@@ -90,6 +100,7 @@ def _check_beta(beta_min, beta_max, T):
             raise ValueError(f"beta_max must be > beta_min, got beta_min={beta_min}, beta_max={beta_max}")
         if T <= 0:
             raise ValueError(f"T must be > 0, got {T}")
+    return beta_min, beta_max, T
 
 
 class _LinearBeta(_ScalarSDE):
@@ -131,7 +142,8 @@ class VPSDE(_LinearBeta):
     T: float = 1.0
 
     def __post_init__(self):
-        _check_beta(self.beta_min, self.beta_max, self.T)
+        bmin, bmax, T = _check_beta(self.beta_min, self.beta_max, self.T)
+        _store_floats(self, beta_min=bmin, beta_max=bmax, T=T)
 
     def marginal_coeffs(self, t: Array) -> tuple[Array, Array]:
         """``(alpha_t, sigma_t)``, each of the shape of ``t``; ``sigma_t = sqrt(-expm1(2 log alpha_t))``."""
@@ -167,7 +179,8 @@ class SubVPSDE(_LinearBeta):
     T: float = 1.0
 
     def __post_init__(self):
-        _check_beta(self.beta_min, self.beta_max, self.T)
+        bmin, bmax, T = _check_beta(self.beta_min, self.beta_max, self.T)
+        _store_floats(self, beta_min=bmin, beta_max=bmax, T=T)
 
     def marginal_coeffs(self, t: Array) -> tuple[Array, Array]:
         """``(alpha_t, sigma_t)`` with ``sigma_t = -expm1(2 log alpha_t)``."""
@@ -216,6 +229,7 @@ class VESDE(_ScalarSDE):
                 raise ValueError(f"sigma_max must be > sigma_min, got sigma_min={smin}, sigma_max={smax}")
             if T <= 0:
                 raise ValueError(f"T must be > 0, got {T}")
+        _store_floats(self, sigma_min=smin, sigma_max=smax, T=T)
 
     def _log_ratio(self):
         return jnp.log(self.sigma_max) - jnp.log(self.sigma_min)
