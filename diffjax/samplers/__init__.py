@@ -1,0 +1,33 @@
+"""Samplers = step rules (pure functions, as data) + executors (sequential scan, Picard).
+
+Rule builders end in ``_rule`` and return a :class:`StepRule`; run one with
+:func:`sample` (``lax.scan``) or :func:`picard_sample` (parallel in time, same result for the
+same key). The one-call conveniences (``ddim``, ``edm_heun``, ``sscs``, ``genie``, ...) pick a
+grid and run the sequential executor.
+"""
+
+from diffjax.samplers._rule import StepRule, gaussian_noise, no_noise, prepare
+from diffjax.samplers.adaptive import solve_probability_flow
+from diffjax.samplers.api import ddim, ddpm, edm_euler, edm_heun, euler_maruyama, pc, probability_flow, time_grid
+from diffjax.samplers.edm_rules import edm_euler_rule, edm_heun_rule
+from diffjax.samplers.genie import genie, genie_derivative, genie_rule, genie_second_derivative, ttm3, ttm3_rule
+from diffjax.samplers.guidance import classifier_free_guidance
+from diffjax.samplers.ode_rules import ddim_rule, probability_flow_euler_rule, probability_flow_heun_rule
+from diffjax.samplers.picard import auto_window, picard_sample
+from diffjax.samplers.sde_rules import ddpm_rule, euler_maruyama_rule, predictor_corrector_rule
+from diffjax.samplers.sequential import sample
+from diffjax.samplers.sscs import sscs, sscs_rule
+
+__all__ = [
+    # interface and executors
+    "StepRule", "prepare", "gaussian_noise", "no_noise", "sample", "picard_sample", "auto_window",
+    # rules
+    "euler_maruyama_rule", "predictor_corrector_rule", "ddpm_rule", "ddim_rule",
+    "probability_flow_euler_rule", "probability_flow_heun_rule", "edm_heun_rule", "edm_euler_rule",
+    "sscs_rule", "genie_rule", "ttm3_rule",
+    # GENIE derivatives, guidance, adaptive ODE
+    "genie_derivative", "genie_second_derivative", "classifier_free_guidance", "solve_probability_flow",
+    # conveniences
+    "ddim", "ddpm", "euler_maruyama", "pc", "probability_flow", "edm_heun", "edm_euler", "sscs", "genie", "ttm3",
+    "time_grid",
+]
