@@ -1,0 +1,164 @@
+"""Turn a run config (a flat JSON dict, stored with every checkpoint) into library objects.
+
+This is edge code: the library itself never sees a config. A run is identified by
+``sde`` (vp | subvp | ve | cld | edm), ``dataset``, ``loss`` and the network's
+``width``/``depth``; everything else is a keyword argument of a library function.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from diffjax import losses, param
+from diffjax.data import TOY_NAMES, toy_batch
+from diffjax.sde import CLD, VESDE, SubVPSDE, VPSDE
+
+SDES = ("vp", "subvp", "ve", "cld", "edm")
+SCALAR_METHODS = ("ddim", "ddpm", "em", "pc", "pf_euler", "pf_heun", "pf_adaptive", "edm_heun", "edm_euler",
+                  "genie", "ttm3")
+METHODS = {"vp": SCALAR_METHODS, "subvp": SCALAR_METHODS, "ve": ("em", "pc", "pf_euler", "pf_heun",
+           "pf_adaptive", "edm_heun", "edm_euler"), "cld": ("em", "sscs"), "edm": ("edm_heun", "edm_euler")}
+
+
+def make_sde(name: str):
+    """The SDE object of a run (``None`` for ``edm``, which is a denoiser config)."""
+    table = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE, "cld": CLD}
+    if name == "edm":
+        return None
+    if name not in table:
+        raise ValueError(f"unknown sde {name!r}; choose one of {', '.join(SDES)}")
+    return table[name]()
+
+
+def make_network(config: dict, data_shape: tuple[int, ...]):
+    """``(module, apply_fn, init_fn)`` for the data shape: an MLP for vectors, a U-Net for images."""
+    from diffjax import nn as dnn
+
+    cld = config["sde"] == "cld"
+    if len(data_shape) == 1:
+        time_scale = 100.0 if config["sde"] == "edm" else 1000.0
+        module = dnn.ScoreMLP(width=config["width"], depth=config["depth"], out_dim=data_shape[0],
+                              time_scale=time_scale)
+    else:
+        module = dnn.UNet(channels=config["width"], out_channels=data_shape[-1],
+                          time_scale=100.0 if config["sde"] == "edm" else 1000.0)
+    apply_fn = dnn.make_cld_apply(module) if cld else dnn.make_apply(module)
+
+    def init_fn(key):
+        return dnn.init_params(module, key, (2,) + tuple(data_shape), cld=cld)
+
+    return module, apply_fn, init_fn
+
+
+def make_loss(config: dict) -> Callable:
+    """The training loss of a run: DSM (eps), CLD HSM or the EDM denoiser loss, plus CDL if asked."""
+    sde = make_sde(config["sde"])
+    if config["sde"] == "cld":
+        base = losses.hsm_loss(sde)
+    elif config["sde"] == "edm":
+        base = losses.edm_loss(param.edm_config())
+    else:
+        base = losses.dsm_loss(sde, parameterization="eps")
+    if config.get("loss", "dsm") not in ("dsm", "hsm", "edm"):
+        raise ValueError(f"unknown loss {config['loss']!r}")
+    return base
+
+
+def model_function(config: dict, apply_fn: Callable, params: Any) -> Callable:
+    """The model function a sampler takes: eps(x, t) (scalar SDEs), score_v(u, t) (CLD) or D(x, sigma) (EDM)."""
+    sde = make_sde(config["sde"])
+    if config["sde"] == "cld":
+        return param.cld_mixed_score(sde, lambda u, t: apply_fn(params, u, t))
+    if config["sde"] == "edm":
+        return param.precondition(param.edm_config(), lambda x, c: apply_fn(params, x, c))
+    return lambda x, t: apply_fn(params, x, t)
+
+
+def data_fn_for(config: dict) -> tuple[Callable[[int], Any], tuple[int, ...]]:
+    """``(data_fn(step) -> batch, data_shape)`` for a toy name or a TFDS image set."""
+    name, seed, bs = config["dataset"], config["seed"], config["batch_size"]
+    if name in TOY_NAMES:
+        fn = jax.jit(lambda step: toy_batch(name, seed, step, bs))
+        return fn, (2,)
+    from diffjax.data import TFDS_DATASETS, tfds_data_fn
+
+    if name not in TFDS_DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; toy sets: {', '.join(TOY_NAMES)}; "
+                         f"image sets (need the data extra and prepared data): {', '.join(TFDS_DATASETS)}")
+    fn = tfds_data_fn(name, data_dir=config.get("data_dir") or "~/tensorflow_datasets", batch_size=bs, seed=seed)
+    return fn, tuple(fn(0).shape[1:])
+
+
+def dataset_array(config: dict, size: int):
+    """The whole (finite) training set as one array, for Poisson-sampled DP training.
+
+    Toy sets: ``size`` points drawn once with ``PRNGKey(seed)``; image sets: the full TFDS split.
+    """
+    name = config["dataset"]
+    if name in TOY_NAMES:
+        from diffjax.data import toy_sampler
+
+        return toy_sampler(name)(jax.random.fold_in(jax.random.PRNGKey(config["seed"]), 0x64617461), size)
+    from diffjax.data import TFDS_DATASETS, examples_to_batch, load_source
+
+    if name not in TFDS_DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; toy sets: {', '.join(TOY_NAMES)}; "
+                         f"image sets: {', '.join(TFDS_DATASETS)}")
+    source = load_source(name, data_dir=config.get("data_dir") or "~/tensorflow_datasets")
+    return jnp.asarray(examples_to_batch([source[i] for i in range(len(source))]))
+
+
+def draw_samples(config: dict, model_fn: Callable, method: str, *, key, n: int, steps: int,
+                 data_shape: tuple[int, ...], picard: bool = False, grid: str | None = None):
+    """Sample ``n`` points with ``method`` in ``steps`` steps; returns ``(samples, info)``.
+
+    ``grid``: ``"uniform"`` or ``"quadratic"`` time grid; by default quadratic striding (thesis
+    §3.4.3.2.4) for the deterministic few-step solvers (DDIM, GENIE, TTM-3, PF) and uniform for
+    the stochastic ones.
+    """
+    from diffjax import samplers as S
+    from diffjax.schedules import edm_sigma_grid, sigma_from_t
+
+    name = config["sde"]
+    if method not in METHODS[name]:
+        raise ValueError(f"method {method!r} is not available for sde {name!r}; choose one of {', '.join(METHODS[name])}")
+    sde = make_sde(name)
+    shape = (n,) + tuple(data_shape)
+    t_min = 1e-3
+
+    if method in ("edm_heun", "edm_euler"):
+        if name == "edm":
+            denoiser, smin, smax = model_fn, 0.002, 80.0
+        else:
+            denoiser = param.denoiser_from_eps(sde, model_fn)
+            smin, smax = float(sigma_from_t(sde, t_min)), float(sigma_from_t(sde, sde.T))
+        rule = (S.edm_heun_rule if method == "edm_heun" else S.edm_euler_rule)(sigma_max=smax)
+        grid = edm_sigma_grid(steps, smin, smax, append_zero=False)
+        x_model = denoiser
+    else:
+        table = {
+            "ddim": lambda: (S.ddim_rule(sde), model_fn),
+            "ddpm": lambda: (S.ddpm_rule(sde), model_fn),
+            "genie": lambda: (S.genie_rule(sde), model_fn),
+            "ttm3": lambda: (S.ttm3_rule(sde), model_fn),
+            "em": lambda: (S.euler_maruyama_rule(sde), model_fn if name == "cld" else param.score_from_eps(sde, model_fn)),
+            "pc": lambda: (S.predictor_corrector_rule(sde), param.score_from_eps(sde, model_fn)),
+            "pf_euler": lambda: (S.probability_flow_euler_rule(sde), param.score_from_eps(sde, model_fn)),
+            "pf_heun": lambda: (S.probability_flow_heun_rule(sde), param.score_from_eps(sde, model_fn)),
+            "sscs": lambda: (S.sscs_rule(sde), model_fn),
+        }
+        if method == "pf_adaptive":
+            x_T = sde.prior_sample(key, shape)
+            return S.solve_probability_flow(sde, param.score_from_eps(sde, model_fn), x_T, t1=t_min)
+        rule, x_model = table[method]()
+        if grid is None:
+            grid = "quadratic" if method in ("ddim", "genie", "ttm3", "pf_euler", "pf_heun") else "uniform"
+        grid = S.time_grid(sde, steps, 0.0 if method == "ddpm" else t_min, grid)
+    run = S.picard_sample if picard else S.sample
+    out, info = jax.jit(lambda k: run(rule, x_model, k, shape, grid))(key)
+    if isinstance(out, tuple):  # CLD without a final denoising returns (x, v)
+        out = out[0]
+    return out, info
