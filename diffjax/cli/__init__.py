@@ -89,6 +89,8 @@ def _cmd_train(args) -> int:
         raise CliError(f"unknown --sde {args.sde!r}; choose one of {', '.join(_build.SDES)}")
     config = {"sde": args.sde, "dataset": args.dataset, "loss": args.loss, "width": args.width,
               "depth": args.depth, "seed": args.seed, "batch_size": args.batch_size}
+    if args.loss == "dsm+cdl":
+        config["cdl_weight"] = args.cdl_weight
     if args.data_dir:
         config["data_dir"] = str(args.data_dir)
     try:
@@ -96,7 +98,10 @@ def _cmd_train(args) -> int:
     except ValueError as e:
         raise CliError(str(e)) from None
     _, apply_fn, init_fn = _build.make_network(config, data_shape)
-    loss = _build.make_loss(config)
+    try:
+        loss = _build.make_loss(config)
+    except ValueError as e:
+        raise CliError(str(e)) from None
     config["data_shape"] = list(data_shape)
     if args.dp:
         return _train_dp(args, config, loss, apply_fn, init_fn)
@@ -259,7 +264,8 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model; checkpoints go to OUT/checkpoints/<step>/")
     t.add_argument("--dataset", required=True, help="toy 2-D set or mnist/fashion_mnist/cifar10/celeba")
     t.add_argument("--sde", default="vp", help="vp | subvp | ve | cld | edm (default: vp)")
-    t.add_argument("--loss", default="dsm", help="dsm (default)")
+    t.add_argument("--loss", default="dsm", help="dsm (default) or dsm+cdl (adds the Contrastive Diffusion Loss)")
+    t.add_argument("--cdl-weight", type=float, default=0.1, help="weight of the CDL regulariser (default 0.1)")
     t.add_argument("--steps", type=int, default=None, help="training steps (not with --dp: use --epochs)")
     t.add_argument("--batch-size", type=int, default=512)
     t.add_argument("--lr", type=float, default=1e-3)

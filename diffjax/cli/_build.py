@@ -17,6 +17,7 @@ from diffjax.data import TOY_NAMES, toy_batch
 from diffjax.sde import CLD, VESDE, SubVPSDE, VPSDE
 
 SDES = ("vp", "subvp", "ve", "cld", "edm")
+LOSSES = ("dsm", "dsm+cdl")
 SCALAR_METHODS = ("ddim", "ddpm", "em", "pc", "pf_euler", "pf_heun", "pf_adaptive", "edm_heun", "edm_euler",
                   "genie", "ttm3")
 METHODS = {"vp": SCALAR_METHODS, "subvp": SCALAR_METHODS, "ve": ("em", "pc", "pf_euler", "pf_heun",
@@ -54,17 +55,22 @@ def make_network(config: dict, data_shape: tuple[int, ...]):
 
 
 def make_loss(config: dict) -> Callable:
-    """The training loss of a run: DSM (eps), CLD HSM or the EDM denoiser loss, plus CDL if asked."""
-    sde = make_sde(config["sde"])
+    """The training loss of a run: DSM (eps), CLD HSM or the EDM denoiser loss; ``dsm+cdl`` adds the
+    Contrastive Diffusion Loss (CDL eq. 7) with weight ``config["cdl_weight"]``."""
+    sde, name = make_sde(config["sde"]), config.get("loss", "dsm")
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    if name == "dsm+cdl":
+        if config["sde"] not in ("vp", "subvp", "ve"):
+            raise ValueError("--loss dsm+cdl needs an eps network of a scalar SDE (--sde vp, subvp or ve)")
+        from diffjax import cdl
+
+        return cdl.dsm_cdl_loss(sde, cdl_weight=config["cdl_weight"])
     if config["sde"] == "cld":
-        base = losses.hsm_loss(sde)
-    elif config["sde"] == "edm":
-        base = losses.edm_loss(param.edm_config())
-    else:
-        base = losses.dsm_loss(sde, parameterization="eps")
-    if config.get("loss", "dsm") not in ("dsm", "hsm", "edm"):
-        raise ValueError(f"unknown loss {config['loss']!r}")
-    return base
+        return losses.hsm_loss(sde)
+    if config["sde"] == "edm":
+        return losses.edm_loss(param.edm_config())
+    return losses.dsm_loss(sde, parameterization="eps")
 
 
 def model_function(config: dict, apply_fn: Callable, params: Any) -> Callable:
