@@ -211,7 +211,7 @@ def dpmpp_2m_rule(sde: Any = None, *, lower_order_final: bool = True, n_steps: i
     ``x_u = (sigma_u / sigma_t) x_t + alpha_u (1 - e^{-h}) D``, ``D = m_0 + (h / (2 h_1)) (m_0 - m_1)``,
     ``h = lambda_u - lambda_t``, ``h_1 = lambda_t - lambda_prev``, ``m`` the data predictions; the first
     step is first order (DDIM). One model evaluation per step; state :class:`DPMState`.
-    """ + _COMMON_DOC + """
+    {common}
     Returns:
       A deterministic :class:`StepRule` (``finalize`` returns ``state.x``).
 
@@ -230,7 +230,7 @@ def dpmpp_3m_rule(sde: Any = None, *, lower_order_final: bool = True, n_steps: i
     ``phi_k(h) = int_0^h e^{tau - h} tau^k / k! dtau`` and ``x0'``, ``x0''`` the derivatives in ``lambda`` of
     the quadratic through the last three data predictions (Newton divided differences). Warm-up:
     first order, then 2M, then 3M. One model evaluation per step.
-    """ + _COMMON_DOC + """
+    {common}
     Returns:
       A deterministic :class:`StepRule`.
 
@@ -247,7 +247,7 @@ def dpmpp_2m_sde_rule(sde: Any = None, eta: float = 1.0, *, lower_order_final: b
     ``x_u = (sigma_u / sigma_t) e^{-eta h} x_t + alpha_u (1 - e^{-(1+eta) h}) D + sigma_u sqrt(1 - e^{-2 eta h}) z``,
     ``D = m_0 + (h / (2 h_1)) (m_0 - m_1)`` (first step: ``D = m_0``, the DDPM posterior mean for
     ``eta = 1``). ``eta = 1`` is Lu et al.'s SDE solver, ``eta = 0`` :func:`dpmpp_2m_rule`.
-    """ + _COMMON_DOC + """
+    {common}
       eta: stochasticity in ``[0, 1]`` (may be traced; then noise is always drawn).
 
     Returns:
@@ -258,6 +258,10 @@ def dpmpp_2m_sde_rule(sde: Any = None, eta: float = 1.0, *, lower_order_final: b
     """
     eta = concrete_float("eta", eta, lo=0.0, hi=1.0, allow_traced=True)
     return _multistep(sde, 2, eta, lower_order_final, n_steps, sigma_max)
+
+
+for _f in (dpmpp_2m_rule, dpmpp_3m_rule, dpmpp_2m_sde_rule):
+    _f.__doc__ = _f.__doc__.replace("{common}", _COMMON_DOC.strip())
 
 
 def dpmpp_2s_rule(sde: Any = None, *, sigma_max: float = 80.0) -> StepRule:
