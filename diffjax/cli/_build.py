@@ -19,7 +19,7 @@ from diffjax.sde import CLD, VESDE, SubVPSDE, VPSDE
 SDES = ("vp", "subvp", "ve", "cld", "edm")
 LOSSES = ("dsm", "dsm+cdl")
 SCALAR_METHODS = ("ddim", "ddpm", "em", "pc", "pf_euler", "pf_heun", "pf_adaptive", "edm_heun", "edm_euler",
-                  "genie", "ttm3")
+                  "genie", "ttm3", "dpmpp_2m", "dpmpp_3m")
 METHODS = {"vp": SCALAR_METHODS, "subvp": SCALAR_METHODS, "ve": ("em", "pc", "pf_euler", "pf_heun",
            "pf_adaptive", "edm_heun", "edm_euler"), "cld": ("em", "sscs"), "edm": ("edm_heun", "edm_euler")}
 
@@ -118,7 +118,7 @@ def dataset_array(config: dict, size: int):
 
 
 def draw_samples(config: dict, model_fn: Callable, method: str, *, key, n: int, steps: int,
-                 data_shape: tuple[int, ...], picard: bool = False, grid: str | None = None):
+                 data_shape: tuple[int, ...], picard: bool = False, window="auto", grid: str | None = None):
     """Sample ``n`` points with ``method`` in ``steps`` steps; returns ``(samples, info)``.
 
     ``grid``: ``"uniform"`` or ``"quadratic"`` time grid; by default quadratic striding (thesis
@@ -155,16 +155,25 @@ def draw_samples(config: dict, model_fn: Callable, method: str, *, key, n: int, 
             "pf_euler": lambda: (S.probability_flow_euler_rule(sde), param.score_from_eps(sde, model_fn)),
             "pf_heun": lambda: (S.probability_flow_heun_rule(sde), param.score_from_eps(sde, model_fn)),
             "sscs": lambda: (S.sscs_rule(sde), model_fn),
+            "dpmpp_2m": lambda: (S.dpmpp_2m_rule(sde, n_steps=steps), param.x0_from_eps(sde, model_fn)),
+            "dpmpp_3m": lambda: (S.dpmpp_3m_rule(sde, n_steps=steps), param.x0_from_eps(sde, model_fn)),
         }
         if method == "pf_adaptive":
             x_T = sde.prior_sample(key, shape)
             return S.solve_probability_flow(sde, param.score_from_eps(sde, model_fn), x_T, t1=t_min)
         rule, x_model = table[method]()
-        if grid is None:
-            grid = "quadratic" if method in ("ddim", "genie", "ttm3", "pf_euler", "pf_heun") else "uniform"
-        grid = S.time_grid(sde, steps, 0.0 if method == "ddpm" else t_min, grid)
-    run = S.picard_sample if picard else S.sample
-    out, info = jax.jit(lambda k: run(rule, x_model, k, shape, grid))(key)
+        if method.startswith("dpmpp") and grid in (None, "log_snr"):
+            from diffjax.grids import log_snr_uniform_grid
+
+            grid = log_snr_uniform_grid(sde, steps, t_min)
+        else:
+            if grid is None:
+                grid = "quadratic" if method in ("ddim", "genie", "ttm3", "pf_euler", "pf_heun") else "uniform"
+            grid = S.time_grid(sde, steps, 0.0 if method == "ddpm" else t_min, grid)
+    if picard:
+        out, info = S.picard_sample(rule, x_model, key, shape, grid, window=window)
+    else:
+        out, info = jax.jit(lambda k: S.sample(rule, x_model, k, shape, grid))(key)
     if isinstance(out, tuple):  # CLD without a final denoising returns (x, v)
         out = out[0]
     return out, info
