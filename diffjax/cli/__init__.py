@@ -93,12 +93,18 @@ def _cmd_train(args) -> int:
     from diffjax import train
     from diffjax.cli import _build
 
+    if args.distill_genie_head:
+        return _train_genie_head(args)
+    if args.dataset is None:
+        raise CliError("--dataset is required")
     if args.sde not in _build.SDES:
         raise CliError(f"unknown --sde {args.sde!r}; choose one of {', '.join(_build.SDES)}")
     config = {"sde": args.sde, "dataset": args.dataset, "loss": args.loss, "width": args.width,
               "depth": args.depth, "seed": args.seed, "batch_size": args.batch_size}
     if args.loss == "dsm+cdl":
         config["cdl_weight"] = args.cdl_weight
+    if args.time_scale is not None:
+        config["time_scale"] = args.time_scale
     if args.data_dir:
         config["data_dir"] = str(args.data_dir)
     try:
@@ -125,6 +131,69 @@ def _cmd_train(args) -> int:
         raise CliError(str(e)) from None
     print(f"done: checkpoints in {Path(args.out).absolute() / 'checkpoints'}")
     return 0
+
+
+def _train_genie_head(args) -> int:
+    """Distil a GENIE derivative head on a frozen teacher (thesis §3.3.3.1, Alg. 2)."""
+    import jax
+    import jax.numpy as jnp
+
+    from diffjax import distill, train
+    from diffjax.cli import _build
+    from diffjax.nn.apply import init_module
+
+    if not args.teacher or not Path(args.teacher).exists():
+        raise CliError(f"--distill-genie-head needs --teacher pointing to a run directory, got {args.teacher!r}")
+    if args.steps is None:
+        raise CliError("--steps is required")
+    config = {"kind": "genie_head", "teacher": str(Path(args.teacher).absolute()), "head_width": args.width,
+              "seed": args.seed, "batch_size": args.batch_size}
+    try:
+        features_apply, head, tconf, tparams = _build.genie_head_model(config)
+    except FileNotFoundError as e:
+        raise CliError(str(e)) from None
+    if tconf["sde"] not in ("vp", "subvp", "ve"):
+        raise CliError(f"GENIE needs an eps teacher of a scalar SDE, the teacher is {tconf['sde']!r}")
+    if (tconf.get("time_scale") or 1000.0) > 100:
+        print("note: the teacher embeds time with a large time_scale; its d eps/dt (the head's target) is then "
+              "rough. Teachers trained with `--time-scale 10` give much better GENIE samplers.")
+    config.update(sde=tconf["sde"], dataset=tconf["dataset"], data_shape=tconf["data_shape"])
+    data_fn, shape = _build.data_fn_for(dict(tconf, seed=args.seed, batch_size=args.batch_size))
+    x = jnp.zeros((2,) + shape)
+    t = jnp.full((2,), 0.5)
+    eps, feats = features_apply(tparams, x, t)
+    head_params = init_module(head, jax.random.PRNGKey(args.seed), feats, x, t, eps)
+    try:
+        distill.train_genie_head(_build.make_sde(tconf["sde"]), features_apply, tparams, head.apply, head_params,
+                                 data_fn, steps=args.steps, out_dir=args.out, config=config, lr=args.lr,
+                                 batch_size=args.batch_size, seed=args.seed, ckpt_every=args.ckpt_every,
+                                 resume=args.resume, log_every=args.log_every, progress=not args.no_progress)
+    except (ValueError, FileExistsError, FileNotFoundError, train.NonFiniteLossError) as e:
+        raise CliError(str(e)) from None
+    print(f"done: head checkpoints in {Path(args.out).absolute() / 'checkpoints'}; "
+          f"sample with `diffjax sample --ckpt {args.out} --method genie_head`")
+    return 0
+
+
+def _sample_genie_head(args, config) -> int:
+    import jax
+    import numpy as np
+
+    from diffjax import distill, samplers, train
+    from diffjax.cli import _build
+
+    if args.method != "genie_head":
+        raise CliError(f"{args.ckpt} holds a GENIE head: use --method genie_head")
+    features_apply, head, tconf, tparams = _build.genie_head_model(config)
+    sde = _build.make_sde(tconf["sde"])
+    params = {"backbone": tparams, "head": train.restore_params(args.ckpt, ema=False)}
+    apply = distill.genie_head_apply(sde, features_apply, head.apply)
+    rule = distill.genie_head_rule(sde, afs=True, denoise=True)
+    grid = samplers.time_grid(sde, args.steps, 1e-3, "quadratic")
+    shape = (args.n,) + tuple(tconf["data_shape"])
+    x, info = jax.jit(lambda p, k: samplers.sample(rule, lambda y, s: apply(p, y, s), k, shape, grid))(
+        params, jax.random.PRNGKey(args.seed))
+    return _write_samples(args, np.asarray(x), info)
 
 
 def _train_dp(args, config, loss, apply_fn, init_fn) -> int:
@@ -182,6 +251,16 @@ def _cmd_sample(args) -> int:
 
     from diffjax.cli import _build
 
+    if not Path(args.ckpt).exists():
+        raise CliError(f"checkpoint directory {args.ckpt} does not exist")
+    from diffjax import train
+
+    try:
+        stored = train.load_config(args.ckpt)
+    except FileNotFoundError as e:
+        raise CliError(str(e)) from None
+    if stored.get("kind") == "genie_head":
+        return _sample_genie_head(args, stored)
     config, apply_fn, params, data_shape = _load_run(args.ckpt, ema=not args.no_ema)
     model_fn = _build.model_function(config, apply_fn, params)
     try:
@@ -189,7 +268,12 @@ def _cmd_sample(args) -> int:
                                       steps=args.steps, data_shape=data_shape, picard=args.picard)
     except ValueError as e:
         raise CliError(str(e)) from None
-    x = np.asarray(x)
+    return _write_samples(args, np.asarray(x), info)
+
+
+def _write_samples(args, x, info) -> int:
+    import numpy as np
+
     if not np.all(np.isfinite(x)):
         raise CliError("sampling produced non-finite values (NaN/inf); try more steps or another method")
     out = Path(args.out)
@@ -270,7 +354,7 @@ def _parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_cmd_demo)
 
     t = sub.add_parser("train", help="train a model; checkpoints go to OUT/checkpoints/<step>/")
-    t.add_argument("--dataset", required=True, help="toy 2-D set or mnist/fashion_mnist/cifar10/celeba")
+    t.add_argument("--dataset", default=None, help="toy 2-D set or mnist/fashion_mnist/cifar10/celeba")
     t.add_argument("--sde", default="vp", help="vp | subvp | ve | cld | edm (default: vp)")
     t.add_argument("--loss", default="dsm", help="dsm (default) or dsm+cdl (adds the Contrastive Diffusion Loss)")
     t.add_argument("--cdl-weight", type=float, default=0.1, help="weight of the CDL regulariser (default 0.1)")
@@ -282,6 +366,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--ema-decay", type=float, default=0.999)
     t.add_argument("--width", type=int, default=128, help="MLP width / U-Net base channels")
     t.add_argument("--depth", type=int, default=3, help="MLP hidden layers")
+    t.add_argument("--time-scale", type=float, default=None,
+                   help="multiplier of t in the MLP's time embedding (default 1000; 10 suits GENIE teachers)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--ckpt-every", type=int, default=1000)
     t.add_argument("--log-every", type=int, default=100)
@@ -289,6 +375,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     t.add_argument("--no-progress", action="store_true")
+    g = t.add_argument_group("GENIE head distillation (thesis §3.3.3.1)")
+    g.add_argument("--distill-genie-head", action="store_true",
+                   help="train a derivative head on the frozen --teacher (head width: --width)")
+    g.add_argument("--teacher", default=None, help="run directory of the teacher (a vp/subvp/ve eps model)")
     dp = t.add_argument_group("differential privacy (DP-SGD, thesis ch. 4)")
     dp.add_argument("--dp", action="store_true", help="train with DP-SGD and Poisson sampling")
     dp.add_argument("--epsilon", type=float, default=None, help="privacy budget epsilon")
@@ -302,7 +392,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw samples from a trained run into an .npz (key 'samples')")
     s.add_argument("--ckpt", required=True, help="run directory of `diffjax train`")
     s.add_argument("--method", default="ddim", help="ddim | ddpm | em | pc | pf_euler | pf_heun | pf_adaptive | "
-                   "edm_heun | edm_euler | genie | ttm3 | sscs (availability depends on the SDE)")
+                   "edm_heun | edm_euler | genie | ttm3 | dpmpp_2m | dpmpp_3m | sscs | genie_head (depends on the run)")
     s.add_argument("--steps", type=int, default=50)
     s.add_argument("--n", type=int, default=1000)
     s.add_argument("--seed", type=int, default=0)

@@ -40,7 +40,7 @@ def make_network(config: dict, data_shape: tuple[int, ...]):
 
     cld = config["sde"] == "cld"
     if len(data_shape) == 1:
-        time_scale = 100.0 if config["sde"] == "edm" else 1000.0
+        time_scale = config.get("time_scale") or (100.0 if config["sde"] == "edm" else 1000.0)
         module = dnn.ScoreMLP(width=config["width"], depth=config["depth"], out_dim=data_shape[0],
                               time_scale=time_scale)
     else:
@@ -177,3 +177,18 @@ def draw_samples(config: dict, model_fn: Callable, method: str, *, key, n: int, 
     if isinstance(out, tuple):  # CLD without a final denoising returns (x, v)
         out = out[0]
     return out, info
+
+
+def genie_head_model(head_config: dict, *, teacher_params=None):
+    """``(features_apply, head_module, teacher_config, teacher_params)`` of a GENIE-head run."""
+    from diffjax import nn as dnn
+    from diffjax import train
+    from diffjax.distill import with_features
+
+    teacher = head_config["teacher"]
+    teacher_config = train.load_config(teacher)
+    if teacher_params is None:
+        teacher_params = train.restore_params(teacher)
+    _, apply_fn, _ = make_network(teacher_config, tuple(teacher_config["data_shape"]))
+    head = dnn.GenieHead(hidden=head_config["head_width"], num_outputs=3)
+    return with_features(apply_fn), head, teacher_config, teacher_params
