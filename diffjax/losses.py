@@ -21,14 +21,18 @@ Objectives:
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
-from diffjax._pytree import check_finite, is_concrete
+from diffjax._loss_parts import check_option as _check_option
+from diffjax._loss_parts import check_t_min as _check_t_min
+from diffjax._loss_parts import check_x0 as _check_x0
+from diffjax._loss_parts import eps_hat as _eps_hat
+from diffjax._loss_parts import finish as _finish
+from diffjax._loss_parts import sample_t as _sample_t
 from diffjax.param import DenoiserConfig, cld_mixed_score, precondition
 from diffjax.sde._base import batch_sum, broadcast_to_data
 
@@ -42,58 +46,8 @@ LossFn = Callable[..., tuple[Array, dict[str, Any]]]
 
 
 # --------------------------------------------------------------------------------------------
-# shared helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _check_option(name: str, value: Any, options: tuple[str, ...]) -> None:
-    if value not in options:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, options))}")
-
-
-def _check_t_min(t_min: Any, T: Any) -> float:
-    if not isinstance(t_min, numbers.Real) or isinstance(t_min, bool):
-        raise ValueError(f"t_min must be a real number in (0, T), got {t_min!r}")
-    if is_concrete(T) and not 0.0 < float(t_min) < float(T):
-        raise ValueError(f"t_min must lie in (0, T={float(T)}), got {t_min}")
-    return float(t_min)
-
-
-def _check_x0(x0: Array) -> Array:
-    """``x0`` must be ``(batch, *data)`` with at least one data axis; concrete values must be finite.
-
-    Returns ``x0`` as a floating array (integer data is promoted to the default float dtype).
-    """
-    if not hasattr(x0, "ndim") or x0.ndim < 2:
-        shape = getattr(x0, "shape", type(x0).__name__)
-        raise ValueError(f"x0 must have shape (batch, *data) with at least one data axis, got {shape}")
-    check_finite("x0", x0)
-    x0 = jnp.asarray(x0)
-    return x0 if jnp.issubdtype(x0.dtype, jnp.floating) else x0.astype(jnp.result_type(float))
-
-
-def _finish(per_example: Array, aux: dict[str, Any], reduce: bool):
-    return (jnp.mean(per_example) if reduce else per_example), aux
-
-
-def _sample_t(key: Array, n: int, t_min: float, T: Any) -> Array:
-    return jax.random.uniform(key, (n,), minval=t_min, maxval=T)
-
-
-# --------------------------------------------------------------------------------------------
 # scalar SDEs
 # --------------------------------------------------------------------------------------------
-
-
-def _eps_hat(parameterization: str, out: Array, x: Array, alpha: Array, sigma: Array) -> Array:
-    """Network output in the given parameterisation -> implied noise prediction (see diffjax.param)."""
-    if parameterization == "eps":
-        return out
-    if parameterization == "score":
-        return -sigma * out
-    if parameterization == "x0":
-        return (x - alpha * out) / sigma
-    return (alpha * out + sigma * x) / (alpha**2 + sigma**2)  # "v": v = alpha eps - sigma x0
 
 
 def dsm_loss(sde, *, parameterization: str = "eps", weighting: str = "simple", t_min: float = 1e-5) -> LossFn:

@@ -35,7 +35,10 @@ import jax
 import jax.numpy as jnp
 from jax import Array, lax
 
-from diffjax.losses import _check_t_min, _check_x0, _finish, _sample_t
+from diffjax._loss_parts import check_t_min as _check_t_min
+from diffjax._loss_parts import check_x0 as _check_x0
+from diffjax._loss_parts import finish as _finish
+from diffjax._loss_parts import sample_t as _sample_t
 from diffjax.samplers._checks import check_sde
 from diffjax.samplers._rule import StepRule, no_noise
 from diffjax.samplers.genie import _grid, ddim_gamma_coords, genie_derivative

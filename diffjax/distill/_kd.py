@@ -33,7 +33,12 @@ import jax
 import jax.numpy as jnp
 from jax import Array, lax
 
-from diffjax.losses import _check_option, _check_t_min, _check_x0, _eps_hat, _finish, _sample_t
+from diffjax._loss_parts import check_option as _check_option
+from diffjax._loss_parts import check_t_min as _check_t_min
+from diffjax._loss_parts import check_x0 as _check_x0
+from diffjax._loss_parts import eps_hat as _eps_hat
+from diffjax._loss_parts import finish as _finish
+from diffjax._loss_parts import sample_t as _sample_t
 from diffjax.param import DenoiserConfig, precondition
 from diffjax.samplers._checks import check_sde
 from diffjax.sde._base import batch_sum, broadcast_to_data
