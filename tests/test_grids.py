@@ -20,6 +20,7 @@ from diffjax.grids import (
 from diffjax.param import x0_from_eps
 from diffjax.samplers.ancestral import dpm2_ancestral_rule, euler_ancestral_rule
 from diffjax.samplers.dpm_solver import dpmpp_2m_rule, dpmpp_2m_sde_rule, dpmpp_2s_rule, dpmpp_3m_rule
+from diffjax.samplers.unipc import unipc_rule
 from diffjax.samplers.sequential import sample
 from diffjax.schedules import edm_sigma_grid, quadratic_grid, sigma_from_t, uniform_grid
 from diffjax.sde import VESDE, VPSDE
@@ -106,6 +107,8 @@ _RULES = {
     "3m_edm": (dpmpp_3m_rule(None), _GM.denoiser, "sigma"),
     "2m_sde_edm": (dpmpp_2m_sde_rule(None), _GM.denoiser, "sigma"),
     "2s_edm": (dpmpp_2s_rule(None), _GM.denoiser, "sigma"),
+    "unipc_vp": (unipc_rule(_SDE), _X0, "time"),
+    "unipc_edm": (unipc_rule(None), _GM.denoiser, "sigma"),
     "euler_ancestral": (euler_ancestral_rule(), _GM.denoiser, "sigma"),
     "dpm2_ancestral": (dpm2_ancestral_rule(), _GM.denoiser, "sigma"),
 }

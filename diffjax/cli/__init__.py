@@ -392,7 +392,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw samples from a trained run into an .npz (key 'samples')")
     s.add_argument("--ckpt", required=True, help="run directory of `diffjax train`")
     s.add_argument("--method", default="ddim", help="ddim | ddpm | em | pc | pf_euler | pf_heun | pf_adaptive | "
-                   "edm_heun | edm_euler | genie | ttm3 | dpmpp_2m | dpmpp_3m | sscs | genie_head (depends on the run)")
+                   "edm_heun | edm_euler | genie | ttm3 | dpmpp_2m | dpmpp_3m | unipc | sscs | genie_head (depends on the run)")
     s.add_argument("--steps", type=int, default=50)
     s.add_argument("--n", type=int, default=1000)
     s.add_argument("--seed", type=int, default=0)

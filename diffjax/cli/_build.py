@@ -19,7 +19,7 @@ from diffjax.sde import CLD, VESDE, SubVPSDE, VPSDE
 SDES = ("vp", "subvp", "ve", "cld", "edm")
 LOSSES = ("dsm", "dsm+cdl")
 SCALAR_METHODS = ("ddim", "ddpm", "em", "pc", "pf_euler", "pf_heun", "pf_adaptive", "edm_heun", "edm_euler",
-                  "genie", "ttm3", "dpmpp_2m", "dpmpp_3m")
+                  "genie", "ttm3", "dpmpp_2m", "dpmpp_3m", "unipc")
 METHODS = {"vp": SCALAR_METHODS, "subvp": SCALAR_METHODS, "ve": ("em", "pc", "pf_euler", "pf_heun",
            "pf_adaptive", "edm_heun", "edm_euler"), "cld": ("em", "sscs"), "edm": ("edm_heun", "edm_euler")}
 
@@ -157,12 +157,13 @@ def draw_samples(config: dict, model_fn: Callable, method: str, *, key, n: int, 
             "sscs": lambda: (S.sscs_rule(sde), model_fn),
             "dpmpp_2m": lambda: (S.dpmpp_2m_rule(sde, n_steps=steps), param.x0_from_eps(sde, model_fn)),
             "dpmpp_3m": lambda: (S.dpmpp_3m_rule(sde, n_steps=steps), param.x0_from_eps(sde, model_fn)),
+            "unipc": lambda: (S.unipc_rule(sde, n_steps=steps), param.x0_from_eps(sde, model_fn)),
         }
         if method == "pf_adaptive":
             x_T = sde.prior_sample(key, shape)
             return S.solve_probability_flow(sde, param.score_from_eps(sde, model_fn), x_T, t1=t_min)
         rule, x_model = table[method]()
-        if method.startswith("dpmpp") and grid in (None, "log_snr"):
+        if method.startswith(("dpmpp", "unipc")) and grid in (None, "log_snr"):
             from diffjax.grids import log_snr_uniform_grid
 
             grid = log_snr_uniform_grid(sde, steps, t_min)

@@ -21,6 +21,7 @@ from diffjax.samplers.picard import auto_window, picard_sample
 from diffjax.samplers.sde_rules import ddpm_rule, euler_maruyama_rule, predictor_corrector_rule
 from diffjax.samplers.sequential import sample
 from diffjax.samplers.sscs import sscs, sscs_rule
+from diffjax.samplers.unipc import UniPCState, unipc_rule
 
 __all__ = [
     # interface and executors
@@ -29,7 +30,7 @@ __all__ = [
     "euler_maruyama_rule", "predictor_corrector_rule", "ddpm_rule", "ddim_rule",
     "probability_flow_euler_rule", "probability_flow_heun_rule", "edm_heun_rule", "edm_euler_rule",
     "sscs_rule", "genie_rule", "ttm3_rule",
-    "dpmpp_2m_rule", "dpmpp_3m_rule", "dpmpp_2m_sde_rule", "dpmpp_2s_rule", "DPMState",
+    "dpmpp_2m_rule", "dpmpp_3m_rule", "dpmpp_2m_sde_rule", "dpmpp_2s_rule", "DPMState", "unipc_rule", "UniPCState",
     "euler_ancestral_rule", "dpm2_ancestral_rule", "ancestral_split",
     # wrappers: inpainting, inversion
     "inpaint_rule", "ddim_invert", "ddim_reconstruct",

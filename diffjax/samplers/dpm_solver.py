@@ -24,7 +24,9 @@ Multistep state. The multistep rules carry their history in the state pytree
 and an int32 step counter. The counter selects the effective order inside ``lax.scan`` with
 ``jnp.where`` (no Python branching on traced values): ``min(order, step + 1)`` (first-order warm-up),
 and with ``lower_order_final`` and a known ``n_steps < 15`` also ``min(., n_steps - step)`` (lower
-orders on the last steps, as Lu et al. recommend for few steps). ``init`` evaluates nothing, so
+orders on the last steps, as Lu et al. recommend for few steps; ``n_steps`` counts the steps to the
+last positive level, a trailing step to ``sigma = 0`` being the separate denoising step), or with
+``euler_at_final`` a first-order last positive step. ``init`` evaluates nothing, so
 ``info["nfe"]`` is exactly one evaluation per step (2S: two). A zero-length step (a repeated time)
 is a no-op that leaves the whole state, history included, unchanged. The rules are pure
 :class:`~diffjax.samplers._rule.StepRule` s; the Picard executor treats the history leaves as
@@ -54,14 +56,16 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from diffjax.samplers._checks import check_int, check_sde, concrete_float
+from diffjax.samplers._checks import concrete_float
+from diffjax.samplers._exponential import check_rule_args as _check
+from diffjax.samplers._exponential import coords as _coords
+from diffjax.samplers._exponential import effective_order
+from diffjax.samplers._exponential import phis as _phis
+from diffjax.samplers._exponential import prior as _prior
+from diffjax.samplers._exponential import time_from_lambda as _time_from_lambda
 from diffjax.samplers._rule import StepRule, gaussian_noise, no_noise
 
 __all__ = ["DPMState", "dpmpp_2m_rule", "dpmpp_3m_rule", "dpmpp_2m_sde_rule", "dpmpp_2s_rule"]
-
-# Lu et al.'s reference implementation uses lower-order final steps only below this many steps.
-_LOWER_ORDER_FINAL_BELOW = 15
-_SERIES_BELOW = 0.05  # |c h| below which the phi-coefficients use their Taylor series
 
 
 class DPMState(NamedTuple):
@@ -80,64 +84,10 @@ class DPMState(NamedTuple):
     step: Array
 
 
-def _coords(sde: Any, t: Array) -> tuple[Array, Array, Array]:
-    """``(alpha_t, sigma_t, lambda_t)``, ``lambda = log(alpha/sigma)``; ``sde=None``: EDM ``(1, t, -log t)``.
-
-    ``lambda = +inf`` where ``sigma = 0`` (never ``nan``).
-    """
-    if sde is None:
-        t = jnp.asarray(t, jnp.result_type(float))
-        return jnp.ones_like(t), t, -jnp.log(t)
-    alpha, sigma = sde.marginal_coeffs(t)
-    return alpha, sigma, 0.5 * sde.log_snr(t)
-
-
-def _time_from_lambda(sde: Any, lam: Array) -> Array:
-    """Inverse of ``lambda`` in :func:`_coords` (``sigma = e^{-lambda}`` in EDM coordinates)."""
-    if sde is None:
-        return jnp.exp(-lam)
-    return sde.t_from_log_snr(2.0 * lam)
-
-
-def _phis(h: Array) -> tuple[Array, Array, Array]:
-    """``(1 - e^{-h}, h - (1 - e^{-h}), h^2/2 - h + 1 - e^{-h})`` without cancellation.
-
-    These are ``int_0^h e^{tau-h} tau^k / k! dtau`` for ``k = 0, 1, 2``; ``h = +inf`` gives ``(1, inf, inf)``.
-    """
-    g1 = -jnp.expm1(-h)
-    small = jnp.abs(h) < _SERIES_BELOW
-    hs = jnp.where(small, h, 0.0)
-    # Taylor series (error ~ h^7 / 5040 relative to the leading term at the threshold).
-    b2s = hs**2 / 2 - hs**3 / 6 + hs**4 / 24 - hs**5 / 120 + hs**6 / 720
-    b3s = hs**3 / 6 - hs**4 / 24 + hs**5 / 120 - hs**6 / 720
-    b2 = jnp.where(small, b2s, h - g1)
-    b3 = jnp.where(small, b3s, 0.5 * h**2 - h + g1)
-    return g1, b2, b3
-
-
-def _prior(sde: Any, sigma_max: Any):
-    if sde is not None:
-        return sde.prior_sample
-
-    def prior(key, shape):
-        return sigma_max * jax.random.normal(key, shape)
-
-    return prior
-
-
-def _check(sde: Any, sigma_max: Any, n_steps: Any) -> Any:
-    if sde is not None:
-        check_sde(sde, scalar=True)
-    if n_steps is not None:
-        check_int("n_steps", n_steps, 1)
-    return concrete_float("sigma_max", sigma_max, lo=0.0, lo_open=True, allow_traced=True)
-
-
-def _multistep(sde: Any, order: int, eta: Any, lower_order_final: bool, n_steps: int | None,
-               sigma_max: Any) -> StepRule:
+def _multistep(sde: Any, order: int, eta: Any, lower_order_final: bool, euler_at_final: bool,
+               n_steps: int | None, sigma_max: Any) -> StepRule:
     sigma_max = _check(sde, sigma_max, n_steps)
     stochastic = not (isinstance(eta, float) and eta == 0.0)
-    cap_final = bool(lower_order_final) and n_steps is not None and n_steps < _LOWER_ORDER_FINAL_BELOW
 
     def init(model_fn, x, t0):
         lam0 = jnp.zeros_like(_coords(sde, t0)[2])
@@ -151,10 +101,8 @@ def _multistep(sde: Any, order: int, eta: Any, lower_order_final: bool, n_steps:
         m0 = model_fn(x, t)
         h = l_n - l_t
         final = ~jnp.isfinite(l_n)             # step to sigma = 0: first order (x_u = alpha_u x0)
-        k = jnp.minimum(order, i + 1)
-        if cap_final:
-            k = jnp.minimum(k, jnp.maximum(n_steps - i, 1))
-        k = jnp.where(final, 1, k)
+        k = effective_order(order, i, final, lower_order_final=lower_order_final,
+                            euler_at_final=euler_at_final, n_steps=n_steps)
         h_safe = jnp.where(final, 1.0, h)
 
         c = 1.0 + eta
@@ -197,15 +145,20 @@ _COMMON_DOC = """
         :func:`diffjax.param.x0_from_eps`), or ``None`` for EDM coordinates (grid of sigmas,
         ``model_fn = denoiser(x, sigma)``, ``alpha = 1``).
       lower_order_final: with ``n_steps < 15`` given, use order ``min(order, n_steps - i)`` at step
-        ``i`` (Lu et al.'s stabilisation for few steps). A step to ``sigma = 0`` is first order always.
-      n_steps: number of steps of the grid the rule will run on (static int; only needed for
-        ``lower_order_final``).
+        ``i`` (Lu et al.'s stabilisation for few steps).
+      euler_at_final: with ``n_steps`` given, make the last step to a positive level first order
+        whatever ``n_steps`` (for grids whose last positive step is much longer in ``lambda`` than the
+        others, e.g. quadratic or time-uniform grids ending at a tiny ``t_min``).
+      n_steps: number of steps to the LAST POSITIVE noise level (static int; only needed for
+        ``lower_order_final`` / ``euler_at_final``). A further step to ``sigma = 0`` (a grid ending in
+        ``0``, e.g. ``append_zero=True``) is not counted: it is the denoising step ``x = alpha x0``
+        (Lu et al.'s ``denoise_to_zero``), first order always.
       sigma_max: prior std in EDM coordinates (``sde=None``): must equal the grid's first sigma.
 """
 
 
-def dpmpp_2m_rule(sde: Any = None, *, lower_order_final: bool = True, n_steps: int | None = None,
-                  sigma_max: float = 80.0) -> StepRule:
+def dpmpp_2m_rule(sde: Any = None, *, lower_order_final: bool = True, euler_at_final: bool = False,
+                  n_steps: int | None = None, sigma_max: float = 80.0) -> StepRule:
     """DPM-Solver++(2M), Lu et al. 2022 Alg. 2: second-order multistep exponential integrator.
 
     ``x_u = (sigma_u / sigma_t) x_t + alpha_u (1 - e^{-h}) D``, ``D = m_0 + (h / (2 h_1)) (m_0 - m_1)``,
@@ -219,11 +172,11 @@ def dpmpp_2m_rule(sde: Any = None, *, lower_order_final: bool = True, n_steps: i
       TypeError: if ``sde`` is neither ``None`` nor a scalar SDE.
       ValueError: on ``n_steps`` not a positive int or ``sigma_max <= 0``.
     """
-    return _multistep(sde, 2, 0.0, lower_order_final, n_steps, sigma_max)
+    return _multistep(sde, 2, 0.0, lower_order_final, euler_at_final, n_steps, sigma_max)
 
 
-def dpmpp_3m_rule(sde: Any = None, *, lower_order_final: bool = True, n_steps: int | None = None,
-                  sigma_max: float = 80.0) -> StepRule:
+def dpmpp_3m_rule(sde: Any = None, *, lower_order_final: bool = True, euler_at_final: bool = False,
+                  n_steps: int | None = None, sigma_max: float = 80.0) -> StepRule:
     """DPM-Solver++(3M): third-order multistep exponential integrator (Lu et al. 2022).
 
     ``x_u = (sigma_u / sigma_t) x_t + alpha_u [phi_0(h) m_0 + phi_1(h) x0' + phi_2(h) x0'']`` with
@@ -237,11 +190,12 @@ def dpmpp_3m_rule(sde: Any = None, *, lower_order_final: bool = True, n_steps: i
     Raises:
       TypeError, ValueError: as :func:`dpmpp_2m_rule`.
     """
-    return _multistep(sde, 3, 0.0, lower_order_final, n_steps, sigma_max)
+    return _multistep(sde, 3, 0.0, lower_order_final, euler_at_final, n_steps, sigma_max)
 
 
 def dpmpp_2m_sde_rule(sde: Any = None, eta: float = 1.0, *, lower_order_final: bool = True,
-                      n_steps: int | None = None, sigma_max: float = 80.0) -> StepRule:
+                      euler_at_final: bool = False, n_steps: int | None = None,
+                      sigma_max: float = 80.0) -> StepRule:
     """SDE-DPM-Solver++(2M): second-order multistep solver of the reverse SDE in data prediction.
 
     ``x_u = (sigma_u / sigma_t) e^{-eta h} x_t + alpha_u (1 - e^{-(1+eta) h}) D + sigma_u sqrt(1 - e^{-2 eta h}) z``,
@@ -257,7 +211,7 @@ def dpmpp_2m_sde_rule(sde: Any = None, eta: float = 1.0, *, lower_order_final: b
       TypeError, ValueError: as :func:`dpmpp_2m_rule`; ``ValueError`` for ``eta`` outside ``[0, 1]``.
     """
     eta = concrete_float("eta", eta, lo=0.0, hi=1.0, allow_traced=True)
-    return _multistep(sde, 2, eta, lower_order_final, n_steps, sigma_max)
+    return _multistep(sde, 2, eta, lower_order_final, euler_at_final, n_steps, sigma_max)
 
 
 for _f in (dpmpp_2m_rule, dpmpp_3m_rule, dpmpp_2m_sde_rule):

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from diffjax.samplers._rule import StepRule
-from diffjax.samplers.dpm_solver import _coords
+from diffjax.samplers._exponential import coords as _coords
 
 __all__ = ["inpaint_rule"]
 

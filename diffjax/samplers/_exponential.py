@@ -1,0 +1,98 @@
+"""Coordinates and coefficients shared by the exponential-integrator rules (DPM-Solver++, UniPC).
+
+For a kernel ``x_t = alpha_t x_0 + sigma_t eps`` the rules work in ``lambda_t = log(alpha_t / sigma_t)``
+(half the log-SNR of :meth:`sde.log_snr`). With ``sde=None`` the "time" is the EDM noise level
+``sigma`` itself (``alpha = 1``, ``lambda = -log sigma``). A level ``sigma = 0`` has ``lambda = +inf``,
+and every coefficient below is a function of ``e^{-h}``, so such a step never forms ``log 0``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from diffjax.samplers._checks import check_int, check_sde, concrete_float
+
+__all__ = ["coords", "time_from_lambda", "phis", "prior", "check_rule_args", "effective_order",
+           "LOWER_ORDER_FINAL_BELOW"]
+
+# Lu et al.'s lower-order final steps are used only below this many steps (as diffusers does).
+LOWER_ORDER_FINAL_BELOW = 15
+_SERIES_BELOW = 0.05  # |h| below which the phi-coefficients use their Taylor series
+
+
+def coords(sde: Any, t: Array) -> tuple[Array, Array, Array]:
+    """``(alpha_t, sigma_t, lambda_t)``, ``lambda = log(alpha/sigma)``; ``sde=None``: EDM ``(1, t, -log t)``.
+
+    ``lambda = +inf`` where ``sigma = 0`` (never ``nan``).
+    """
+    if sde is None:
+        t = jnp.asarray(t, jnp.result_type(float))
+        return jnp.ones_like(t), t, -jnp.log(t)
+    alpha, sigma = sde.marginal_coeffs(t)
+    return alpha, sigma, 0.5 * sde.log_snr(t)
+
+
+def time_from_lambda(sde: Any, lam: Array) -> Array:
+    """Inverse of ``lambda`` in :func:`coords` (``sigma = e^{-lambda}`` in EDM coordinates)."""
+    if sde is None:
+        return jnp.exp(-lam)
+    return sde.t_from_log_snr(2.0 * lam)
+
+
+def phis(h: Array) -> tuple[Array, Array, Array]:
+    """``(1 - e^{-h}, h - (1 - e^{-h}), h^2/2 - h + 1 - e^{-h})`` without cancellation.
+
+    These are ``int_0^h e^{tau-h} tau^k / k! dtau`` for ``k = 0, 1, 2``; ``h = +inf`` gives ``(1, inf, inf)``.
+    """
+    g1 = -jnp.expm1(-h)
+    small = jnp.abs(h) < _SERIES_BELOW
+    hs = jnp.where(small, h, 0.0)
+    # Taylor series (error ~ h^7 / 5040 relative to the leading term at the threshold).
+    b2s = hs**2 / 2 - hs**3 / 6 + hs**4 / 24 - hs**5 / 120 + hs**6 / 720
+    b3s = hs**3 / 6 - hs**4 / 24 + hs**5 / 120 - hs**6 / 720
+    b2 = jnp.where(small, b2s, h - g1)
+    b3 = jnp.where(small, b3s, 0.5 * h**2 - h + g1)
+    return g1, b2, b3
+
+
+def prior(sde: Any, sigma_max: Any):
+    """The rule's prior: ``sde.prior_sample``, or ``N(0, sigma_max^2 I)`` in EDM coordinates."""
+    if sde is not None:
+        return sde.prior_sample
+
+    def edm_prior(key, shape):
+        return sigma_max * jax.random.normal(key, shape)
+
+    return edm_prior
+
+
+def check_rule_args(sde: Any, sigma_max: Any, n_steps: Any) -> Any:
+    """Validate the common arguments; returns ``sigma_max`` as a float (or the tracer)."""
+    if sde is not None:
+        check_sde(sde, scalar=True)
+    if n_steps is not None:
+        check_int("n_steps", n_steps, 1)
+    return concrete_float("sigma_max", sigma_max, lo=0.0, lo_open=True, allow_traced=True)
+
+
+def effective_order(order: int, step: Array, final: Array, *, lower_order_final: bool, euler_at_final: bool,
+                    n_steps: int | None) -> Array:
+    """Order of a multistep rule at step ``step`` (int32, 0-based), selected with ``jnp.where``.
+
+    ``min(order, step + 1)`` (warm-up: only ``step`` earlier model outputs exist). With ``n_steps``
+    (the steps to the last POSITIVE noise level) given, ``lower_order_final`` caps it by
+    ``n_steps - step`` when ``n_steps < 15`` (Lu et al.'s lower-order final steps) and
+    ``euler_at_final`` makes step ``n_steps - 1`` first order whatever ``n_steps``. A step to
+    ``sigma = 0`` (``final``) is first order always: it is the denoising step ``x = alpha x0``.
+    """
+    k = jnp.minimum(order, step + 1)
+    if n_steps is not None:
+        if lower_order_final and n_steps < LOWER_ORDER_FINAL_BELOW:
+            k = jnp.minimum(k, jnp.maximum(n_steps - step, 1))
+        if euler_at_final:
+            k = jnp.where(step >= n_steps - 1, 1, k)
+    return jnp.where(final, 1, k)
