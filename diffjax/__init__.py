@@ -17,7 +17,7 @@ from diffjax.analytic import GaussianMixture
 from diffjax.samplers import StepRule, picard_sample, sample
 from diffjax.sde import CLD, VESDE, SubVPSDE, VPSDE
 
-_LAZY = ("nn", "train", "data", "privacy", "distill", "cdl", "noise_classifier", "grids")
+_LAZY = ("nn", "train", "data", "privacy", "distill", "cdl", "noise_classifier", "grids", "conditioning")
 
 __all__ = [
     "__version__",

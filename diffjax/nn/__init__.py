@@ -4,7 +4,8 @@ from diffjax.nn.apply import init_module, init_params, make_apply, make_cld_appl
 from diffjax.nn.embeddings import GaussianFourierEmbedding, TimeEmbedding, as_batch_times, sinusoidal_embedding
 from diffjax.nn.heads import GenieHead
 from diffjax.nn.mlp import ScoreMLP
-from diffjax.nn.unet import AttentionBlock, ResBlock, UNet, drop_labels
+from diffjax.conditioning import drop_labels
+from diffjax.nn.unet import AttentionBlock, ResBlock, UNet
 
 __all__ = [
     "ScoreMLP", "UNet", "GenieHead", "ResBlock", "AttentionBlock", "drop_labels",

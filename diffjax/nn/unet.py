@@ -8,7 +8,8 @@ strided 3x3 convolution, upsampling nearest-neighbour x2 followed by a 3x3 convo
 
 Optional class conditioning: a label embedding with ``num_classes + 1`` rows (the last row is the
 *null token* used for classifier-free guidance, thesis eq. (4.27)) is added to the time
-embedding. Label dropout happens in training (see :func:`drop_labels`), not in the module.
+embedding. Label dropout happens in training (see :func:`diffjax.conditioning.drop_labels` and
+:func:`diffjax.conditioning.class_conditional_loss`), not in the module.
 No dropout layers: ``apply(params, x, t)`` stays a deterministic pure function.
 """
 
@@ -21,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from diffjax.conditioning import drop_labels  # re-exported: label dropout lives in diffjax.conditioning
 from diffjax.nn.embeddings import TimeEmbedding, as_batch_times
 
 __all__ = ["UNet", "ResBlock", "AttentionBlock", "drop_labels"]
@@ -170,29 +172,3 @@ class UNet(nn.Module):
         if return_features:
             return out, (feats, temb)
         return out
-
-
-def drop_labels(key: jax.Array, y: jnp.ndarray, p: float, num_classes: int) -> jnp.ndarray:
-    """Replace each label by the null token ``num_classes`` with probability ``p``.
-
-    The training-time label dropout of classifier-free guidance (thesis eq. (4.27)).
-
-    Args:
-      key: PRNG key.
-      y: integer labels ``(batch,)``.
-      p: drop probability in ``[0, 1]``.
-      num_classes: number of real classes (the null token's index).
-
-    Returns:
-      Labels ``(batch,)`` int32.
-
-    Raises:
-      ValueError: if ``p`` is outside ``[0, 1]`` or ``num_classes < 1``.
-    """
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p must be in [0, 1], got {p}")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    y = jnp.asarray(y, jnp.int32)
-    drop = jax.random.bernoulli(key, p, y.shape)
-    return jnp.where(drop, num_classes, y)
