@@ -26,7 +26,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from diffjax import train
 from diffjax.analytic import nine_gaussians

@@ -20,7 +20,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from diffjax.analytic._mixture import sixty_four_gaussians
 from diffjax.samplers.genie import genie_rule

@@ -23,11 +23,18 @@ Every method ends at ``sigma = 0`` with the same last positive level ``sigma_min
   ``t_min``, then the ``x0_hat`` step (1 NFE): ``2k + 1``.
 * ``dpmpp_2m`` / ``dpmpp_3m``: DPM-Solver++ (Lu et al. 2022) on the log-SNR-uniform grid of
   ``NFE - 1`` steps to ``t_min`` plus the first-order step to ``t = 0`` (``diffjax.grids`` with
-  ``append_zero``), ``lower_order_final`` with ``n_steps = NFE``: NFE.
+  ``append_zero``), ``lower_order_final`` with ``n_steps = NFE - 1`` (the positive steps): NFE.
+* ``dpmpp_2m_quadratic``: 2M on DDIM's quadratic grid (the same-grid comparison with ``ddim``), with
+  ``euler_at_final`` (that grid's last positive step is 2-4x longer in lambda than the others).
+* ``unipc`` / ``unipc_quadratic``: UniPC-2 bh2 (predictor + corrector, 1 NFE per step) on the log-SNR
+  grid / on the quadratic grid with ``euler_at_final``: NFE.
 
 Prints a table, then one JSON line (errors ordered as ``nfe``):
 {"nfe": [5, 10, 15, 20], "ddim": [...], "ddim_logsnr": [...], "edm_heun": [...], "genie": [...], "dpmpp_2m": [...],
- "dpmpp_3m": [...], "nfe_used": {...}, "n_samples": N}
+ "dpmpp_2m_quadratic": [...], "dpmpp_3m": [...], "unipc": [...], "unipc_quadratic": [...], "nfe_used": {...},
+ "paired_se": {"ddim-dpmpp_2m_quadratic": [...], "ddim_logsnr-dpmpp_2m": [...], "ddim-dpmpp_2m": [...]},
+ "n_samples": N}
+``paired_se`` is the standard error of the mean per-sample error difference (same ``x_T``).
 """
 
 from __future__ import annotations
@@ -48,12 +55,15 @@ from diffjax.samplers.edm_rules import edm_heun_rule
 from diffjax.samplers.genie import genie_rule
 from diffjax.samplers.ode_rules import ddim_rule
 from diffjax.samplers.sequential import sample
+from diffjax.samplers.unipc import unipc_rule
 from diffjax.schedules import quadratic_grid, sigma_from_t, t_from_sigma
 from diffjax.sde._scalar import VPSDE
 
 NFES = (5, 10, 15, 20)
 SIGMA_MIN = 0.002
-METHODS = ("ddim", "ddim_logsnr", "edm_heun", "genie", "dpmpp_2m", "dpmpp_3m")
+METHODS = ("ddim", "ddim_logsnr", "edm_heun", "genie", "dpmpp_2m", "dpmpp_2m_quadratic", "dpmpp_3m", "unipc",
+           "unipc_quadratic")
+PAIRS = (("ddim", "dpmpp_2m_quadratic"), ("ddim_logsnr", "dpmpp_2m"), ("ddim", "dpmpp_2m"))
 
 
 def _reference(gm, x_hat, sigma_T):
@@ -75,13 +85,14 @@ def _runners(sde, gm, nfe, t_min):
     sigma_T = float(sigma_from_t(sde, sde.T))
     key = jax.random.PRNGKey(0)          # deterministic rules: the key is unused (x_init given)
 
+    quadratic = jnp.concatenate([quadratic_grid(nfe - 1, t_min), jnp.zeros(1)])
+    log_snr = log_snr_uniform_grid(sde, nfe - 1, t_min, append_zero=True)
+
     def ddim(x_T):
-        grid = jnp.concatenate([quadratic_grid(nfe - 1, t_min), jnp.zeros(1)])
-        return sample(ddim_rule(sde), eps, key, x_T.shape, grid, x_init=x_T)
+        return sample(ddim_rule(sde), eps, key, x_T.shape, quadratic, x_init=x_T)
 
     def ddim_logsnr(x_T):
-        grid = log_snr_uniform_grid(sde, nfe - 1, t_min, append_zero=True)
-        return sample(ddim_rule(sde), eps, key, x_T.shape, grid, x_init=x_T)
+        return sample(ddim_rule(sde), eps, key, x_T.shape, log_snr, x_init=x_T)
 
     def edm_heun(x_T):
         k = (nfe + 1) // 2
@@ -93,15 +104,18 @@ def _runners(sde, gm, nfe, t_min):
         x, info = sample(genie_rule(sde), eps, key, x_T.shape, quadratic_grid(k, t_min), x_init=x_T)
         return x0_fn(x, jnp.asarray(t_min, jnp.float32)), {"nfe": info["nfe"] + 1}
 
-    def dpm(build):
+    def exp_integrator(build, grid, **options):       # n_steps: the positive steps (the last goes to 0)
         def run(x_T):
-            grid = log_snr_uniform_grid(sde, nfe - 1, t_min, append_zero=True)
-            return sample(build(sde, n_steps=nfe), x0_fn, key, x_T.shape, grid, x_init=x_T)
+            return sample(build(sde, n_steps=nfe - 1, **options), x0_fn, key, x_T.shape, grid, x_init=x_T)
 
         return run
 
     return {"ddim": ddim, "ddim_logsnr": ddim_logsnr, "edm_heun": edm_heun, "genie": genie,
-            "dpmpp_2m": dpm(dpmpp_2m_rule), "dpmpp_3m": dpm(dpmpp_3m_rule)}
+            "dpmpp_2m": exp_integrator(dpmpp_2m_rule, log_snr),
+            "dpmpp_2m_quadratic": exp_integrator(dpmpp_2m_rule, quadratic, euler_at_final=True),
+            "dpmpp_3m": exp_integrator(dpmpp_3m_rule, log_snr),
+            "unipc": exp_integrator(unipc_rule, log_snr),
+            "unipc_quadratic": exp_integrator(unipc_rule, quadratic, euler_at_final=True)}
 
 
 def run(n_samples: int, seed: int = 0) -> dict:
@@ -112,13 +126,17 @@ def run(n_samples: int, seed: int = 0) -> dict:
     x_T = jax.random.normal(jax.random.PRNGKey(seed), (n_samples, 2))
     ref = _reference(gm, x_T / alpha_T, sigma_T)
     res = {"nfe": list(NFES), **{m: [] for m in METHODS}, "nfe_used": {m: [] for m in METHODS},
-           "n_samples": n_samples}
+           "paired_se": {f"{a}-{b}": [] for a, b in PAIRS}, "n_samples": n_samples}
     for nfe in NFES:
+        per_sample = {}
         for name, fn in _runners(sde, gm, nfe, t_min).items():
             x, info = jax.jit(fn)(x_T)
-            err = float(np.mean(np.linalg.norm(np.asarray(x, np.float64) - ref, axis=-1)))
-            res[name].append(err)
+            per_sample[name] = np.linalg.norm(np.asarray(x, np.float64) - ref, axis=-1)
+            res[name].append(float(np.mean(per_sample[name])))
             res["nfe_used"][name].append(int(info["nfe"]))
+        for a, b in PAIRS:
+            d = per_sample[a] - per_sample[b]
+            res["paired_se"][f"{a}-{b}"].append(float(np.std(d, ddof=1) / np.sqrt(d.size)))
     return res
 
 
@@ -132,11 +150,14 @@ def main() -> None:
     res = run(n)
     print(f"NFE vs mean L2 error to a float64 Dopri8 PF-ODE solution, 64-Gaussian mixture, exact eps, "
           f"{n} samples, {time.time() - t0:.1f}s")
-    print(f"{'NFE':>5} " + " ".join(f"{m:>12}" for m in METHODS) + f" {'DDIM/2M':>9}")
-    for i, nfe in enumerate(res["nfe"]):
-        row = " ".join(f"{res[m][i]:12.3e}" for m in METHODS)
-        print(f"{nfe:5d} {row} {res['ddim'][i] / res['dpmpp_2m'][i]:9.2f}")
-    print("NFE actually used: " + ", ".join(f"{m}={res['nfe_used'][m]}" for m in METHODS))
+    width = max(map(len, METHODS)) + 1
+    print(f"{'method':<{width}}" + "".join(f"{'NFE ' + str(n):>11}" for n in res["nfe"]) + "  NFE used")
+    for m in METHODS:
+        print(f"{m:<{width}}" + "".join(f"{v:11.3e}" for v in res[m]) + f"  {res['nfe_used'][m]}")
+    print("2M vs DDIM, error difference (DDIM - 2M) in paired standard errors:")
+    for a, b in PAIRS:
+        z = [(res[a][i] - res[b][i]) / se for i, se in enumerate(res["paired_se"][f"{a}-{b}"])]
+        print(f"  {a} - {b}: " + " ".join(f"{v:+7.1f}" for v in z))
     print(json.dumps(res))
 
 

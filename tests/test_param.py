@@ -9,7 +9,7 @@ import pytest
 
 
 from diffjax import param as P
-from diffjax.analytic._mixture import GaussianMixture, nine_gaussians
+from diffjax.analytic._mixture import nine_gaussians
 from diffjax.schedules import sigma_from_t
 from diffjax.sde._scalar import VESDE, VPSDE, SubVPSDE
 

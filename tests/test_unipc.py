@@ -111,7 +111,7 @@ def test_n_steps_counts_positive_steps_and_euler_at_final():
     traj = sample(unipc_rule(sde, n_steps=n, euler_at_final=True), x0_fn, key, shape, grid,
                   return_trajectory=True)[1]["trajectory"]
     t, u = grid[n - 1], grid[n]
-    (a_t, s_t), (a_u, s_u) = sde.marginal_coeffs(t), sde.marginal_coeffs(u)
+    (_, s_t), (a_u, s_u) = sde.marginal_coeffs(t), sde.marginal_coeffs(u)
     h = 0.5 * (sde.log_snr(u) - sde.log_snr(t))
     first_order = (s_u / s_t) * traj.x_prev[n - 1] - a_u * jnp.expm1(-h) * x0_fn(traj.x[n - 2], t)
     np.testing.assert_allclose(traj.x[n - 1], first_order, rtol=1e-5, atol=1e-5)

@@ -54,7 +54,7 @@ def _cmd_demo(args) -> int:
     runs = [("DDIM", "ddim", 20, False), ("DPM-Solver++ 2M", "dpmpp_2m", 10, False),
             ("EDM Heun", "edm_heun", 10, False), ("Euler-Maruyama", "em", 200, False),
             ("DDPM", "ddpm", 200, False), ("DDPM, Picard", "ddpm", 200, True)]
-    results, samples = [], {}
+    results, samples, samples_seq = [], {}, None   # the Picard run is compared with the sequential DDPM one
     key = jax.random.PRNGKey(args.seed + 2)
     for label, method, steps, picard in runs:
         t1 = time.perf_counter()
