@@ -110,6 +110,26 @@ def _cld_lambda(cld, weighting: str, t: Array) -> Array:
     return jnp.full_like(t, cld.Gamma * cld.beta)
 
 
+def _cld_score_matching(cld, weighting: str, t_min: float, kernel: str, mse_fn) -> LossFn:
+    """The loss both CLD objectives share: ``t ~ U[t_min, T]``, ``u_t`` from ``cld.perturb(kernel)``,
+    per-example ``lambda(t) (ell^HSM_t)^2 mse_fn(apply_fn, params, u_t, eps_v, t, ell^HSM)``."""
+    _check_option("weighting", weighting, _CLD_WEIGHTINGS)
+    t_min = _check_t_min(t_min, cld.T)
+
+    def loss(apply_fn, params, key, x0, *, reduce: bool = True):
+        x0 = _check_x0(x0)
+        k_t, k_u = jax.random.split(key)
+        t = _sample_t(k_t, x0.shape[0], t_min, cld.T)
+        u_t, (_, eps_v) = cld.perturb(k_u, x0, t, kernel=kernel)
+        ell_h_t = cld.ell(t, kernel="hsm")
+        mse = mse_fn(apply_fn, params, u_t, eps_v, t, broadcast_to_data(ell_h_t, eps_v))
+        weight = _cld_lambda(cld, weighting, t) * ell_h_t**2
+        aux = {"t": t, "u_t": u_t, "eps_v": eps_v, "mse": mse, "weight": weight}
+        return _finish(weight * mse, aux, reduce)
+
+    return loss
+
+
 def hsm_loss(cld, *, weighting: str = "quality", t_min: float = 1e-5) -> LossFn:
     """Hybrid score matching for CLD with the mixed score parameterisation (thesis eqs. 2.12, 2.56).
 
@@ -136,24 +156,11 @@ def hsm_loss(cld, *, weighting: str = "quality", t_min: float = 1e-5) -> LossFn:
       ValueError: unknown ``weighting`` or ``t_min`` outside ``(0, T)``; the returned loss raises on
         malformed or (concrete) non-finite ``x0``.
     """
-    _check_option("weighting", weighting, _CLD_WEIGHTINGS)
-    t_min = _check_t_min(t_min, cld.T)
+    def mse(apply_fn, params, u_t, eps_v, t, ell_h):
+        alpha_theta = -cld.mixed_score_prior_term(u_t[1], t) / ell_h + apply_fn(params, u_t, t)
+        return batch_sum((eps_v - alpha_theta) ** 2)
 
-    def loss(apply_fn, params, key, x0, *, reduce: bool = True):
-        x0 = _check_x0(x0)
-        k_t, k_u = jax.random.split(key)
-        t = _sample_t(k_t, x0.shape[0], t_min, cld.T)
-        (x_t, v_t), (_, eps_v) = cld.perturb(k_u, x0, t, kernel="hsm")
-        ell_t = cld.ell(t, kernel="hsm")
-        ell = broadcast_to_data(ell_t, v_t)
-        alpha_prime = apply_fn(params, (x_t, v_t), t)
-        alpha_theta = -cld.mixed_score_prior_term(v_t, t) / ell + alpha_prime
-        mse = batch_sum((eps_v - alpha_theta) ** 2)
-        weight = _cld_lambda(cld, weighting, t) * ell_t**2
-        aux = {"t": t, "u_t": (x_t, v_t), "eps_v": eps_v, "mse": mse, "weight": weight}
-        return _finish(weight * mse, aux, reduce)
-
-    return loss
+    return _cld_score_matching(cld, weighting, t_min, "hsm", mse)
 
 
 def cld_dsm_loss(cld, *, weighting: str = "quality", t_min: float = 1e-5) -> LossFn:
@@ -171,24 +178,12 @@ def cld_dsm_loss(cld, *, weighting: str = "quality", t_min: float = 1e-5) -> Los
     Returns / Raises: as :func:`hsm_loss`; ``aux["mse"]`` is
     ``||(ell^DSM/ell^HSM) eps_v - alpha_theta||^2`` and ``aux["weight"]`` is ``lambda (ell^HSM)^2``.
     """
-    _check_option("weighting", weighting, _CLD_WEIGHTINGS)
-    t_min = _check_t_min(t_min, cld.T)
+    def mse(apply_fn, params, u_t, eps_v, t, ell_h):
+        ell_d = broadcast_to_data(cld.ell(t, kernel="dsm"), eps_v)
+        score = cld_mixed_score(cld, lambda u, s: apply_fn(params, u, s))(u_t, t)
+        return batch_sum((ell_d / ell_h * eps_v + score / ell_h) ** 2)
 
-    def loss(apply_fn, params, key, x0, *, reduce: bool = True):
-        x0 = _check_x0(x0)
-        k_t, k_u = jax.random.split(key)
-        t = _sample_t(k_t, x0.shape[0], t_min, cld.T)
-        (x_t, v_t), (_, eps_v) = cld.perturb(k_u, x0, t, kernel="dsm")
-        ell_h_t = cld.ell(t, kernel="hsm")
-        ell_h = broadcast_to_data(ell_h_t, v_t)
-        ell_d = broadcast_to_data(cld.ell(t, kernel="dsm"), v_t)
-        score = cld_mixed_score(cld, lambda u, s: apply_fn(params, u, s))((x_t, v_t), t)
-        mse = batch_sum((ell_d / ell_h * eps_v + score / ell_h) ** 2)
-        weight = _cld_lambda(cld, weighting, t) * ell_h_t**2
-        aux = {"t": t, "u_t": (x_t, v_t), "eps_v": eps_v, "mse": mse, "weight": weight}
-        return _finish(weight * mse, aux, reduce)
-
-    return loss
+    return _cld_score_matching(cld, weighting, t_min, "dsm", mse)
 
 
 # --------------------------------------------------------------------------------------------
