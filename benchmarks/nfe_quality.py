@@ -13,27 +13,26 @@ Every method ends at ``sigma = 0`` with the same last positive level ``sigma_min
 
 * ``ddim``: deterministic DDIM (thesis eq. 3.6) on the quadratic grid (thesis §3.4.3.2.4) of
   ``NFE - 1`` steps to ``t_min``, plus the step to ``t = 0`` (``x0_hat``): NFE.
-* ``ddim_logsnr``: the same DDIM on the DPM-Solver++ grid (log-SNR uniform, below): the
-  same-grid comparison. (Measured with 256 samples: quadratic is DDIM's best grid among quadratic,
-  log-SNR-uniform and Karras-in-t, at every NFE.)
+  (Measured with 256 samples: quadratic is DDIM's best grid among quadratic, log-SNR-uniform and
+  Karras-in-t, at every NFE.)
 * ``edm_heun``: Karras et al.'s Heun (thesis Alg. 7, no churn) on ``K = (NFE + 1) // 2`` Karras levels
   (rho = 7) from ``sigma_T`` to ``sigma_min``; ``finalize = D``: ``2K - 1`` NFE.
 * ``genie``: GENIE (thesis eq. 3.16, exact JVP derivative, counted as 2 NFE per step as
   :mod:`diffjax.samplers.genie` does) on the quadratic grid with ``k = (NFE - 1) // 2`` steps to
   ``t_min``, then the ``x0_hat`` step (1 NFE): ``2k + 1``.
-* ``dpmpp_2m`` / ``dpmpp_3m``: DPM-Solver++ (Lu et al. 2022) on the log-SNR-uniform grid of
-  ``NFE - 1`` steps to ``t_min`` plus the first-order step to ``t = 0`` (``diffjax.grids`` with
-  ``append_zero``), ``lower_order_final`` with ``n_steps = NFE - 1`` (the positive steps): NFE.
-* ``dpmpp_2m_quadratic``: 2M on DDIM's quadratic grid (the same-grid comparison with ``ddim``), with
-  ``euler_at_final`` (that grid's last positive step is 2-4x longer in lambda than the others).
-* ``unipc`` / ``unipc_quadratic``: UniPC-2 bh2 (predictor + corrector, 1 NFE per step) on the log-SNR
-  grid / on the quadratic grid with ``euler_at_final``: NFE.
+* ``dpmpp_2m`` / ``dpmpp_3m``: DPM-Solver++ (Lu et al. 2022) on DDIM's quadratic grid (the same-grid
+  comparison) of ``NFE - 1`` steps to ``t_min`` plus the first-order step to ``t = 0``, with
+  ``n_steps = NFE - 1`` (the positive steps), ``lower_order_final`` and ``euler_at_final`` (that grid's
+  last positive step is 2-4x longer in lambda than the others): NFE.
+* ``unipc``: UniPC-2 bh2 (UniP-2 predictor + UniC-2 corrector, 1 NFE per step), same grid and options.
+* ``*_logsnr``: the same four methods (``ddim``, ``dpmpp_2m``, ``dpmpp_3m``, ``unipc``) on the log-SNR-
+  uniform grid (``diffjax.grids.log_snr_uniform_grid(..., append_zero=True)``), DPM-Solver's default.
 
 Prints a table, then one JSON line (errors ordered as ``nfe``):
-{"nfe": [5, 10, 15, 20], "ddim": [...], "ddim_logsnr": [...], "edm_heun": [...], "genie": [...], "dpmpp_2m": [...],
- "dpmpp_2m_quadratic": [...], "dpmpp_3m": [...], "unipc": [...], "unipc_quadratic": [...], "nfe_used": {...},
- "paired_se": {"ddim-dpmpp_2m_quadratic": [...], "ddim_logsnr-dpmpp_2m": [...], "ddim-dpmpp_2m": [...]},
- "n_samples": N}
+{"nfe": [5, 10, 15, 20], "ddim": [...], "edm_heun": [...], "genie": [...], "dpmpp_2m": [...], "dpmpp_3m": [...],
+ "unipc": [...], "ddim_logsnr": [...], "dpmpp_2m_logsnr": [...], "dpmpp_3m_logsnr": [...], "unipc_logsnr": [...],
+ "nfe_used": {...}, "paired_se": {"ddim-dpmpp_2m": [...], "ddim_logsnr-dpmpp_2m_logsnr": [...],
+ "ddim-dpmpp_2m_logsnr": [...]}, "n_samples": N}
 ``paired_se`` is the standard error of the mean per-sample error difference (same ``x_T``).
 """
 
@@ -61,9 +60,9 @@ from diffjax.sde._scalar import VPSDE
 
 NFES = (5, 10, 15, 20)
 SIGMA_MIN = 0.002
-METHODS = ("ddim", "ddim_logsnr", "edm_heun", "genie", "dpmpp_2m", "dpmpp_2m_quadratic", "dpmpp_3m", "unipc",
-           "unipc_quadratic")
-PAIRS = (("ddim", "dpmpp_2m_quadratic"), ("ddim_logsnr", "dpmpp_2m"), ("ddim", "dpmpp_2m"))
+METHODS = ("ddim", "edm_heun", "genie", "dpmpp_2m", "dpmpp_3m", "unipc",
+           "ddim_logsnr", "dpmpp_2m_logsnr", "dpmpp_3m_logsnr", "unipc_logsnr")
+PAIRS = (("ddim", "dpmpp_2m"), ("ddim_logsnr", "dpmpp_2m_logsnr"), ("ddim", "dpmpp_2m_logsnr"))
 
 
 def _reference(gm, x_hat, sigma_T):
@@ -111,11 +110,12 @@ def _runners(sde, gm, nfe, t_min):
         return run
 
     return {"ddim": ddim, "ddim_logsnr": ddim_logsnr, "edm_heun": edm_heun, "genie": genie,
-            "dpmpp_2m": exp_integrator(dpmpp_2m_rule, log_snr),
-            "dpmpp_2m_quadratic": exp_integrator(dpmpp_2m_rule, quadratic, euler_at_final=True),
-            "dpmpp_3m": exp_integrator(dpmpp_3m_rule, log_snr),
-            "unipc": exp_integrator(unipc_rule, log_snr),
-            "unipc_quadratic": exp_integrator(unipc_rule, quadratic, euler_at_final=True)}
+            "dpmpp_2m": exp_integrator(dpmpp_2m_rule, quadratic, euler_at_final=True),
+            "dpmpp_3m": exp_integrator(dpmpp_3m_rule, quadratic, euler_at_final=True),
+            "unipc": exp_integrator(unipc_rule, quadratic, euler_at_final=True),
+            "dpmpp_2m_logsnr": exp_integrator(dpmpp_2m_rule, log_snr),
+            "dpmpp_3m_logsnr": exp_integrator(dpmpp_3m_rule, log_snr),
+            "unipc_logsnr": exp_integrator(unipc_rule, log_snr)}
 
 
 def run(n_samples: int, seed: int = 0) -> dict:
