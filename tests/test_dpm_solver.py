@@ -8,6 +8,7 @@ import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from diffjax.analytic._mixture import GaussianMixture, nine_gaussians
 from diffjax.grids import log_snr_uniform_grid
@@ -25,6 +26,7 @@ from diffjax.samplers.ode_rules import ddim_rule
 from diffjax.samplers.picard import picard_sample
 from diffjax.samplers.sde_rules import ddpm_rule
 from diffjax.samplers.sequential import sample
+from diffjax.samplers.unipc import unipc_rule
 from diffjax.schedules import sigma_from_t
 from diffjax.sde import VPSDE
 
@@ -155,11 +157,13 @@ def test_sde_variant_samples_the_target():
     assert float(mmd2(bad, data, 0.1)) > 1e-2
 
 
-def test_picard_equals_sequential_2m():
-    """Picard (tol = atol = 0) with the multistep 2M rule reaches the sequential trajectory (rel 1e-4)."""
+@pytest.mark.parametrize("build", [dpmpp_2m_rule, unipc_rule])
+def test_picard_equals_sequential_multistep(build):
+    """Picard (tol = atol = 0) with a multistep rule (2M; UniPC with predicted and corrected points in
+    the state) reaches the sequential trajectory (rel 1e-4)."""
     sde, gm = VPSDE(), nine_gaussians()
     x0_fn = x0_from_eps(sde, gm.eps_fn(sde))
-    rule, grid, shape, key = dpmpp_2m_rule(sde), log_snr_uniform_grid(sde, 12, 1e-3), (16, 2), jax.random.PRNGKey(7)
+    rule, grid, shape, key = build(sde), log_snr_uniform_grid(sde, 12, 1e-3), (16, 2), jax.random.PRNGKey(7)
     ref, _ = sample(rule, x0_fn, key, shape, grid)
     x, info = picard_sample(rule, x0_fn, key, shape, grid, tol=0.0, atol=0.0)
     assert bool(info["converged"])
