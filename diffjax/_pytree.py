@@ -11,9 +11,8 @@ import dataclasses
 from typing import Any, TypeVar
 
 import jax
-import numpy as np
 
-__all__ = ["pytree_dataclass", "static_field", "is_concrete"]
+__all__ = ["pytree_dataclass", "static_field"]
 
 T = TypeVar("T")
 
@@ -21,11 +20,6 @@ T = TypeVar("T")
 def static_field(**kwargs: Any) -> Any:
     """A dataclass field stored in the treedef (hashable, not traced)."""
     return dataclasses.field(metadata={"static": True}, **kwargs)
-
-
-def is_concrete(*values: Any) -> bool:
-    """True when every value is a concrete number/array (not a tracer)."""
-    return not any(isinstance(v, jax.core.Tracer) for v in values)
 
 
 def pytree_dataclass(cls: type[T]) -> type[T]:
@@ -56,29 +50,3 @@ def pytree_dataclass(cls: type[T]) -> type[T]:
 
     jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
     return cls
-
-
-def as_float(name: str, value: Any) -> Any:
-    """Validate a scalar hyper-parameter is finite; return it unchanged if traced."""
-    if not is_concrete(value):
-        return value
-    arr = np.asarray(value)
-    if arr.shape != () or not np.isfinite(arr):
-        raise ValueError(f"{name} must be a finite scalar, got {value!r}")
-    return float(arr)
-
-
-def check_finite(name: str, value: Any) -> None:
-    """Raise ``ValueError`` if a concrete array holds NaN/inf (no-op under tracing)."""
-    if is_concrete(value) and not np.all(np.isfinite(np.asarray(value))):
-        raise ValueError(f"{name} contains non-finite values (NaN or inf)")
-
-
-def check_time(t: Any, T: Any, name: str = "t") -> None:
-    """Raise ``ValueError`` if a concrete ``t`` lies outside ``[0, T]``."""
-    if is_concrete(t, T):
-        arr = np.asarray(t)
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{name} must be finite, got {t!r}")
-        if np.any(arr < 0) or np.any(arr > float(T) * (1 + 1e-6)):
-            raise ValueError(f"{name} must lie in [0, T={float(T)}], got min {arr.min()}, max {arr.max()}")

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from diffjax._pytree import is_concrete
+from diffjax._validate import is_concrete
 from diffjax.samplers.guidance import classifier_free_guidance
 
 __all__ = ["drop_labels", "class_conditional_loss", "guided_model"]

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from diffjax._pytree import as_float, is_concrete
+from diffjax._validate import as_float, is_concrete
 from diffjax.sde._base import broadcast_to_data
 
 __all__ = [

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from diffjax._pytree import is_concrete, pytree_dataclass
+from diffjax._validate import is_concrete
+from diffjax._pytree import pytree_dataclass
 from diffjax.sde._base import broadcast_to_data
 
 __all__ = ["GaussianMixture", "nine_gaussians", "sixty_four_gaussians"]

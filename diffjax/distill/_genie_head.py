@@ -39,7 +39,7 @@ from diffjax._loss_parts import check_t_min as _check_t_min
 from diffjax._loss_parts import check_x0 as _check_x0
 from diffjax._loss_parts import finish as _finish
 from diffjax._loss_parts import sample_t as _sample_t
-from diffjax.samplers._checks import check_sde
+from diffjax._validate import check_sde
 from diffjax.samplers._rule import StepRule, no_noise
 from diffjax.samplers.genie import _grid, ddim_gamma_coords, genie_derivative
 from diffjax.samplers.sequential import sample

@@ -40,7 +40,7 @@ from diffjax._loss_parts import eps_hat as _eps_hat
 from diffjax._loss_parts import finish as _finish
 from diffjax._loss_parts import sample_t as _sample_t
 from diffjax.param import DenoiserConfig, precondition
-from diffjax.samplers._checks import check_sde
+from diffjax._validate import check_sde
 from diffjax.sde._base import batch_sum, broadcast_to_data
 
 __all__ = ["kd_loss", "edm_kd_loss", "guided_kd_loss", "guided_model", "conditioned_apply",

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from diffjax._pytree import is_concrete
+from diffjax._validate import is_concrete
 from diffjax.nn.embeddings import as_batch_times, sinusoidal_embedding
 
 __all__ = ["ScoreMLP"]

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from diffjax.samplers._checks import check_int, check_sde, concrete_float
+from diffjax._validate import check_int, check_sde, concrete_float
 
 __all__ = ["coords", "time_from_lambda", "phis", "prior", "check_rule_args", "effective_order",
            "LOWER_ORDER_FINAL_BELOW"]

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import jax
 
-from diffjax.samplers._checks import check_int, check_sde, concrete_float
+from diffjax._validate import check_int, check_sde, concrete_float
 
 __all__ = ["solve_probability_flow"]
 

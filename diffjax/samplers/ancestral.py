@@ -23,7 +23,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from diffjax.samplers._checks import concrete_float
+from diffjax._validate import concrete_float
 from diffjax.samplers._rule import StepRule, gaussian_noise, no_noise
 
 __all__ = ["ancestral_split", "euler_ancestral_rule", "dpm2_ancestral_rule"]

@@ -56,7 +56,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from diffjax.samplers._checks import concrete_float
+from diffjax._validate import concrete_float
 from diffjax.samplers._exponential import check_rule_args as _check
 from diffjax.samplers._exponential import coords as _coords
 from diffjax.samplers._exponential import effective_order

@@ -23,7 +23,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from diffjax.samplers._checks import check_int, concrete_float
+from diffjax._validate import check_int, concrete_float
 from diffjax.samplers._rule import StepRule, gaussian_noise, no_noise
 
 __all__ = ["edm_heun_rule", "edm_euler_rule"]

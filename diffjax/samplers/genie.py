@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from diffjax.samplers._checks import check_sde
+from diffjax._validate import check_sde
 from diffjax.samplers._rule import StepRule, no_noise
 from diffjax.samplers.sequential import sample
 from diffjax.schedules import quadratic_grid, uniform_grid

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from diffjax.samplers._checks import concrete_float
+from diffjax._validate import concrete_float
 
 __all__ = ["classifier_free_guidance"]
 

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from diffjax.samplers._checks import check_sde, concrete_float
+from diffjax._validate import check_sde, concrete_float
 from diffjax.samplers._rule import StepRule, gaussian_noise, no_noise
 
 __all__ = ["probability_flow_euler_rule", "probability_flow_heun_rule", "ddim_rule"]

@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from diffjax.samplers._checks import check_int, check_sde, concrete_float
+from diffjax._validate import check_int, check_sde, concrete_float
 from diffjax.samplers._rule import StepRule, gaussian_noise
 from diffjax.samplers.ode_rules import _coeffs
 

@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from diffjax._pytree import as_float, check_finite, check_time, is_concrete, pytree_dataclass
+from diffjax._validate import as_float, check_finite, check_time, is_concrete
+from diffjax._pytree import pytree_dataclass
 from diffjax.sde._base import batch_sum, broadcast_to_data
 
 __all__ = ["VPSDE", "SubVPSDE", "VESDE"]
