@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from diffjax.analytic._mixture import GaussianMixture
-from diffjax.cdl import cdl_loss, cdl_objective, dsm_cdl_loss, dsm_plus_cdl_loss
-from diffjax.losses import dsm_loss
+from diffjax.losses import cdl_loss, cdl_objective, dsm_cdl_loss, dsm_loss, itd_loss, with_cdl
 from diffjax.sde._scalar import VPSDE
 
 GM = GaussianMixture(jnp.array([0.5, 0.5]), jnp.array([[-1.0, 0.0], [1.0, 0.5]]), jnp.array([0.1, 0.2]))
@@ -76,7 +75,7 @@ def test_zero_weight_is_plain_dsm_and_weight_adds_cdl():
     w = 0.7
     dsm = dsm_loss(sde, parameterization="eps")
     zero = dsm_cdl_loss(sde, cdl_weight=0.0, n_samples=4)
-    weighted = dsm_plus_cdl_loss(sde, cdl_weight=w, n_samples=4, n_examples=8)
+    weighted = dsm_cdl_loss(sde, cdl_weight=w, n_samples=4, n_examples=8)
 
     @jax.jit
     def run(p):
@@ -132,3 +131,83 @@ def test_validation():
     params, apply = tiny_mlp(0)
     with pytest.raises(ValueError, match="n_examples"):
         cdl_loss(sde, n_examples=8)(apply, params, jax.random.PRNGKey(0), jnp.zeros((4, 2)))
+
+
+def test_old_module_path():
+    from diffjax import cdl, losses
+
+    assert (cdl.cdl_objective, cdl.cdl_loss, cdl.dsm_cdl_loss) == (cdl_objective, cdl_loss, dsm_cdl_loss)
+    assert not hasattr(cdl, "dsm_plus_cdl_loss") and losses.dsm_cdl_loss is dsm_cdl_loss
+
+
+def test_per_example_scale_is_the_authors_weighting():
+    # The authors add CDL on 2 examples of a batch of B, each divided by B: per_example_scale = 1/B with
+    # n_examples = 2 is weight = 2/B on the subset mean -- same loss, same gradient -- on any base.
+    params, apply = tiny_mlp(3)
+    x0 = gm_sample(GM, 6, 32)
+    key = jax.random.PRNGKey(7)
+    base = itd_loss(VPSDE())
+    opts = dict(n_examples=2, n_samples=8, loc=0.0, scale=3.0, clip=3.0)
+    authors = with_cdl(base, VPSDE(), per_example_scale=1 / 32, **opts)
+    plain = with_cdl(base, VPSDE(), weight=2 / 32, **opts)
+    zero = with_cdl(base, VPSDE(), weight=0.0, **opts)
+
+    @jax.jit
+    def run(p):
+        vg = lambda loss: jax.value_and_grad(lambda q: loss(apply, q, key, x0), has_aux=True)(p)
+        return vg(authors), vg(plain), vg(zero), vg(base)
+
+    ((la, aux_a), ga), ((lp, _), gp), ((l0, _), g0), ((lb, _), gb) = run(params)
+    np.testing.assert_allclose(la, lp, rtol=1e-6)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), ga, gp)
+    # authors' form spelled out: base + sum over the 2 CDL examples of softplus / B
+    assert aux_a["cdl"].shape == (2,)
+    np.testing.assert_allclose(la, aux_a["base_loss"] + jnp.sum(aux_a["cdl"]) / 32, rtol=1e-6)
+    np.testing.assert_allclose(aux_a["cdl_weight"], 2 / 32, rtol=1e-6)
+    # weight 0: exactly the base loss (same key) and its gradient
+    np.testing.assert_allclose(l0, lb, rtol=1e-6)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), g0, gb)
+
+
+def test_traced_weight_sweeps_under_vmap():
+    # A traced weight (vmapped over a sweep) gives the same losses as concrete weights.
+    params, apply = tiny_mlp(4)
+    x0 = gm_sample(GM, 8, 16)
+    key = jax.random.PRNGKey(9)
+    weights = [0.0, 0.1, 1.0]
+    build = lambda w: dsm_cdl_loss(VPSDE(), cdl_weight=w, n_samples=4, n_examples=4)
+    swept = jax.jit(jax.vmap(lambda w: build(w)(apply, params, key, x0)[0]))(jnp.array(weights))
+    single = jax.jit(lambda: [build(w)(apply, params, key, x0)[0] for w in weights])()
+    np.testing.assert_allclose(swept, jnp.stack(single), rtol=1e-6)
+    assert float(swept[-1]) > float(swept[0])
+
+
+def test_log_snr_network_matches_time_indexed_network():
+    # cdl_loss(sde=None) on a log-SNR model equals cdl_loss(VPSDE) on the same density's time-indexed eps.
+    sde = VPSDE()
+    x0 = gm_sample(GM, 10, 16)
+    key = jax.random.PRNGKey(11)
+    eps_a, eps_t = exact_eps_log_snr(GM), GM.eps_fn(sde)
+
+    @jax.jit
+    def both():
+        a = cdl_loss(None, n_samples=64)(lambda p, x, a: eps_a(x, a), None, key, x0, reduce=False)[0]
+        b = cdl_loss(sde, n_samples=64)(lambda p, x, t: eps_t(x, t), None, key, x0, reduce=False)[0]
+        return a, b
+
+    a, b = both()
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
+
+
+def test_weighting_validation():
+    base = itd_loss()
+    with pytest.raises(ValueError, match="exactly one"):
+        with_cdl(base)
+    with pytest.raises(ValueError, match="exactly one"):
+        with_cdl(base, weight=0.1, per_example_scale=0.01)
+    with pytest.raises(ValueError, match="per_example_scale"):
+        with_cdl(base, per_example_scale=-1.0)
+    with pytest.raises(ValueError, match="weight"):
+        with_cdl(base, weight=float("nan"))
+    with pytest.raises(TypeError, match="scalar SDE"):
+        cdl_loss(object())

@@ -1,5 +1,5 @@
-"""Tests for diffjax.conditioning (label dropout, class-conditional loss, guided model) and the
-class-conditional ScoreMLP: binomial drop rates, exact equalities with the plain loss, analytic
+"""Tests for class conditioning: label dropout and the class-conditional loss (diffjax.losses.conditional),
+the label-guided model (diffjax.samplers.guidance.class_guided_model) and the class-conditional ScoreMLP: binomial drop rates, exact equalities with the plain loss, analytic
 guided eps of a two-Gaussian mixture, and an end-to-end train-then-sample run with known answers."""
 
 import math
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from diffjax.analytic import GaussianMixture
-from diffjax.conditioning import class_conditional_loss, drop_labels, guided_model
-from diffjax.losses import dsm_loss
+from diffjax.losses import class_conditional_loss, dsm_loss, drop_labels
 from diffjax.nn.apply import init_params, make_apply
 from diffjax.nn.mlp import ScoreMLP
 from diffjax.samplers.api import ddim
+from diffjax.samplers.guidance import class_guided_model as guided_model
 from diffjax.sde import VPSDE
 from diffjax.train import create_train_state, make_optimizer, make_train_step
 
@@ -65,10 +65,23 @@ def test_drop_labels_rejects_bad_arguments():
         drop_labels(KEY, jnp.array([-1, 3]), 0.1, 10)
 
 
-def test_drop_labels_reexported_from_unet():
-    from diffjax.nn import unet
+def test_old_paths_resolve_and_nn_imports_no_library_module():
+    import ast
+    import pathlib
 
-    assert unet.drop_labels is drop_labels
+    import diffjax
+    from diffjax import conditioning
+
+    assert conditioning.drop_labels is drop_labels and conditioning.guided_model is guided_model
+    assert diffjax.losses.class_conditional_loss is class_conditional_loss
+    # layering: diffjax.nn imports flax/jax (and diffjax.nn itself, plus the leaf validators) only
+    allowed = ("diffjax.nn", "diffjax._validate")
+    for path in pathlib.Path(diffjax.nn.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            bad = [n for n in names if n.split(".")[0] == "diffjax" and not n.startswith(allowed)]
+            assert not bad, f"{path.name} imports {bad}"
 
 
 # --------------------------------------------------------------------------------------------

@@ -352,6 +352,16 @@ def test_guidance_conventions_agree_and_are_parameterisation_free():
     np.testing.assert_allclose(lhs, rhs, rtol=1e-4, atol=1e-4)
 
 
+def test_guided_model_is_the_one_guidance_and_kd_losses_live_in_losses():
+    from diffjax import losses
+
+    f = lambda x, t: x
+    for bad in (jnp.array([1.0, jnp.nan]), jnp.ones((2, 2))):
+        with pytest.raises(ValueError, match="w"):
+            guided_model(f, f, bad)
+    assert (kd_loss, edm_kd_loss, guided_kd_loss) == (losses.kd_loss, losses.edm_kd_loss, losses.guided_kd_loss)
+
+
 def test_guided_kd_loss_zero_at_guided_teacher():
     sde, mix = VPSDE(), _wide()
     cond, uncond = _conditional(mix, sde)

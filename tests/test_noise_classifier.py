@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from diffjax.analytic._mixture import GaussianMixture
-from diffjax.noise_classifier import (
+from diffjax.likelihood import (
     classify_noise_level,
     eps_fn_in_log_snr,
     log_likelihood_ratio,
     log_snr_nll,
     noised_log_snr,
     noised_nll,
-    sample_log_snr,
 )
+from diffjax.log_snr import logistic_log_snr_logpdf, sample_log_snr
 from diffjax.sde._scalar import VESDE, SubVPSDE, VPSDE
 
 def gm_sample(gm, seed, n):
@@ -89,8 +89,6 @@ def test_noised_log_snr_formulas():
 
 
 def test_truncated_proposal_density_is_normalised():
-    from diffjax.schedules import logistic_log_snr_logpdf
-
     a, log_q = jax.jit(lambda k: sample_log_snr(k, (100_000,), loc=1.0, scale=2.0, clip=3.0))(jax.random.PRNGKey(0))
     assert float(jnp.min(a)) >= 1.0 - 6.0 - 1e-4 and float(jnp.max(a)) <= 1.0 + 6.0 + 1e-4
     # The returned q integrates to one over [loc - clip scale, loc + clip scale] ...
@@ -201,3 +199,19 @@ def test_validation_errors():
         classify_noise_level(eps, x, jnp.ones((2, 2)), jax.random.PRNGKey(0), 4)
     with pytest.raises(ValueError, match="x must"):
         log_snr_nll(eps, jnp.zeros(3), jax.random.PRNGKey(0), 4)
+
+
+def test_one_proposal_and_old_paths():
+    """The logistic proposal has one home (diffjax.log_snr); the old module paths re-export it."""
+    import diffjax
+    from diffjax import log_snr, noise_classifier, schedules
+
+    key = jax.random.PRNGKey(3)
+    np.testing.assert_array_equal(log_snr.logistic_log_snr_sample(key, (64,), 1.0, 2.0),
+                                  sample_log_snr(key, (64,), loc=1.0, scale=2.0)[0])
+    assert schedules.logistic_log_snr_sample is log_snr.logistic_log_snr_sample
+    assert schedules.logistic_log_snr_logpdf is logistic_log_snr_logpdf
+    assert noise_classifier.sample_log_snr is sample_log_snr
+    for name in ("eps_fn_in_log_snr", "noised_log_snr", "log_snr_nll", "noised_nll", "log_likelihood_ratio",
+                 "classify_noise_level"):
+        assert getattr(noise_classifier, name) is getattr(diffjax.likelihood, name), name

@@ -8,8 +8,8 @@ strided 3x3 convolution, upsampling nearest-neighbour x2 followed by a 3x3 convo
 
 Optional class conditioning: a label embedding with ``num_classes + 1`` rows (the last row is the
 *null token* used for classifier-free guidance, thesis eq. (4.27)) is added to the time
-embedding. Label dropout happens in training (see :func:`diffjax.conditioning.drop_labels` and
-:func:`diffjax.conditioning.class_conditional_loss`), not in the module.
+embedding. Label dropout happens in training (see :func:`diffjax.losses.drop_labels` and
+:func:`diffjax.losses.class_conditional_loss`), not in the module.
 No dropout layers: ``apply(params, x, t)`` stays a deterministic pure function.
 """
 
@@ -22,10 +22,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from diffjax.conditioning import drop_labels  # re-exported: label dropout lives in diffjax.conditioning
 from diffjax.nn.embeddings import TimeEmbedding, as_batch_times
 
-__all__ = ["UNet", "ResBlock", "AttentionBlock", "drop_labels"]
+__all__ = ["UNet", "ResBlock", "AttentionBlock"]
 
 
 def _groups(channels: int, max_groups: int = 32) -> int:

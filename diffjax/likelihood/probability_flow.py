@@ -1,4 +1,4 @@
-"""Log-likelihoods through the probability-flow ODE (instantaneous change of variables).
+"""Log-likelihoods through the probability-flow ODE (instantaneous change of variables), incl. the CLD bound.
 
 For the PF ODE ``dz/dt = F(z, t)`` (thesis eqs. 1.21/1.22 for scalar SDEs, eq. 2.62 for CLD)
 the density along a trajectory obeys ``d log p_t(z_t)/dt = -div_z F(z_t, t)``, so
@@ -29,6 +29,8 @@ import jax.numpy as jnp
 from jax import Array
 from jax.flatten_util import ravel_pytree
 
+from diffjax._validate import check_int, check_option, check_t_min, is_number
+
 __all__ = ["probability_flow_log_likelihood", "cld_nll_bound", "divergence_exact", "divergence_hutchinson"]
 
 _tmap = jax.tree_util.tree_map
@@ -49,14 +51,12 @@ def divergence_hutchinson(f: Callable[[Array], Array], z: Array, probes: Array) 
 
 
 def _check_options(divergence: str, n_probes: int, key: Any, t_min: float, T: Any) -> None:
-    if divergence not in ("exact", "hutchinson"):
-        raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {divergence!r}")
-    if not isinstance(n_probes, int) or isinstance(n_probes, bool) or n_probes < 1:
-        raise ValueError(f"n_probes must be a positive Python int, got {n_probes!r}")
+    check_option("divergence", divergence, ("exact", "hutchinson"))
+    check_int("n_probes", n_probes)
     if divergence == "hutchinson" and key is None:
         raise ValueError("divergence='hutchinson' needs a PRNG key (key=...)")
-    if isinstance(t_min, (int, float)) and isinstance(T, (int, float)) and not 0 < t_min < T:
-        raise ValueError(f"need 0 < t_min < T, got t_min={t_min}, T={T}")
+    if is_number(t_min):  # a traced t_min only enters the solver
+        check_t_min(t_min, T)
 
 
 def _flow_log_prob(drift_fn: Callable, prior_logp_fn: Callable, state0: Any, *, t_min: float, T: Any,
@@ -177,8 +177,7 @@ def cld_nll_bound(cld: Any, score_v_fn: Callable, x: Array, *, key: Array, n_v: 
     Raises:
       ValueError: on bad options (see :func:`probability_flow_log_likelihood`) or ``n_v < 1``.
     """
-    if not isinstance(n_v, int) or isinstance(n_v, bool) or n_v < 1:
-        raise ValueError(f"n_v must be a positive Python int, got {n_v!r}")
+    check_int("n_v", n_v)
     _check_options(divergence, n_probes, key, t_min, cld.T)
     k_v, k_probe = jax.random.split(key)
     batch = x.shape[0]

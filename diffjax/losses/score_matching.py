@@ -1,48 +1,23 @@
-"""Training objectives of diffusion models as pure, jit-able functions.
+"""Score matching: DSM for scalar SDEs, HSM and plain DSM for CLD (thesis eqs. 1.18, 1.24, 2.12, 2.56-2.57).
 
-Every builder validates its hyper-parameters once (outside ``jit``) and returns
-
-    ``loss(apply_fn, params, key, x0, *, reduce=True) -> (loss, aux)``
-
-* ``x0``: clean data of shape ``(batch, *data)``;
-* ``reduce=True``: ``loss`` is the scalar batch mean; ``reduce=False``: the ``(batch,)``
-  per-example losses (what DP-SGD clips, thesis eqs. 4.7-4.11);
-* ``aux``: per-example diagnostics, always with ``"mse"`` (the unweighted squared error
-  summed over data dims) and ``"weight"`` such that ``loss_i = weight_i * mse_i``, plus the
-  sampled time / noise level and the noisy input the network saw.
-
-Objectives:
-
-* :func:`dsm_loss`: denoising score matching for scalar SDEs (thesis eqs. 1.18, 1.24).
-* :func:`hsm_loss`: hybrid score matching for CLD with the mixed score (thesis eqs. 2.12, 2.56).
-* :func:`cld_dsm_loss`: plain DSM for CLD (thesis eq. 2.57), for the HSM-vs-DSM comparison.
-* :func:`edm_loss`: the preconditioned denoiser loss of a Table 4.7 config (thesis eqs. 1.27, 4.23).
+Each builder validates its hyper-parameters once (outside ``jit``) and returns the standard
+``loss(apply_fn, params, key, x0, *, reduce=True) -> (loss, aux)`` (see :mod:`diffjax.losses`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
-import jax
 import jax.numpy as jnp
 from jax import Array
 
-from diffjax._loss_parts import check_option as _check_option
-from diffjax._loss_parts import check_t_min as _check_t_min
-from diffjax._loss_parts import check_x0 as _check_x0
-from diffjax._loss_parts import eps_hat as _eps_hat
-from diffjax._loss_parts import finish as _finish
-from diffjax._loss_parts import sample_t as _sample_t
-from diffjax.param import DenoiserConfig, cld_mixed_score, precondition
+from diffjax._validate import check_option, check_t_min
+from diffjax.losses._scaffold import (PARAMETERIZATIONS, SCALAR_WEIGHTINGS, LossFn, eps_hat, level_loss, perturb,
+                                      scalar_weight, uniform_time)
+from diffjax.param import cld_mixed_score
 from diffjax.sde._base import batch_sum, broadcast_to_data
 
-__all__ = ["dsm_loss", "hsm_loss", "cld_dsm_loss", "edm_loss"]
+__all__ = ["dsm_loss", "hsm_loss", "cld_dsm_loss"]
 
-_PARAMETERIZATIONS = ("eps", "score", "x0", "v")
-_DSM_WEIGHTINGS = ("simple", "likelihood")
 _CLD_WEIGHTINGS = ("quality", "likelihood")
-
-LossFn = Callable[..., tuple[Array, dict[str, Any]]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,25 +52,17 @@ def dsm_loss(sde, *, parameterization: str = "eps", weighting: str = "simple", t
         returned loss raises ``ValueError`` for ``x0`` that is not ``(batch, *data)`` or (when
         concrete) not finite.
     """
-    _check_option("parameterization", parameterization, _PARAMETERIZATIONS)
-    _check_option("weighting", weighting, _DSM_WEIGHTINGS)
-    t_min = _check_t_min(t_min, sde.T)
+    check_option("parameterization", parameterization, PARAMETERIZATIONS)
+    check_option("weighting", weighting, SCALAR_WEIGHTINGS)
+    t_min = check_t_min(t_min, sde.T)
 
-    def loss(apply_fn, params, key, x0, *, reduce: bool = True):
-        x0 = _check_x0(x0)
-        k_t, k_eps = jax.random.split(key)
-        t = _sample_t(k_t, x0.shape[0], t_min, sde.T)
-        alpha_t, sigma_t = sde.marginal_coeffs(t)
-        alpha, sigma = broadcast_to_data(alpha_t, x0), broadcast_to_data(sigma_t, x0)
-        eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
-        x_t = alpha * x0 + sigma * eps
-        eps_hat = _eps_hat(parameterization, apply_fn(params, x_t, t), x_t, alpha, sigma)
-        mse = batch_sum((eps - eps_hat) ** 2)
-        weight = jnp.ones_like(t) if weighting == "simple" else sde.diffusion_sq(t) / sigma_t**2
-        aux = {"t": t, "x_t": x_t, "eps": eps, "mse": mse, "weight": weight}
-        return _finish(weight * mse, aux, reduce)
+    def per_example(apply_fn, params, key, x0, t):
+        p = perturb(sde, key, x0, t)
+        mse = batch_sum((p.eps - eps_hat(parameterization, apply_fn(params, p.x_t, t), p.x_t, p.alpha, p.sigma)) ** 2)
+        weight = scalar_weight(sde, weighting, t, p.sigma_t)
+        return weight * mse, {"t": t, "x_t": p.x_t, "eps": p.eps, "mse": mse, "weight": weight}
 
-    return loss
+    return level_loss(uniform_time(t_min, sde.T), per_example)
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,21 +80,17 @@ def _cld_lambda(cld, weighting: str, t: Array) -> Array:
 def _cld_score_matching(cld, weighting: str, t_min: float, kernel: str, mse_fn) -> LossFn:
     """The loss both CLD objectives share: ``t ~ U[t_min, T]``, ``u_t`` from ``cld.perturb(kernel)``,
     per-example ``lambda(t) (ell^HSM_t)^2 mse_fn(apply_fn, params, u_t, eps_v, t, ell^HSM)``."""
-    _check_option("weighting", weighting, _CLD_WEIGHTINGS)
-    t_min = _check_t_min(t_min, cld.T)
+    check_option("weighting", weighting, _CLD_WEIGHTINGS)
+    t_min = check_t_min(t_min, cld.T)
 
-    def loss(apply_fn, params, key, x0, *, reduce: bool = True):
-        x0 = _check_x0(x0)
-        k_t, k_u = jax.random.split(key)
-        t = _sample_t(k_t, x0.shape[0], t_min, cld.T)
-        u_t, (_, eps_v) = cld.perturb(k_u, x0, t, kernel=kernel)
+    def per_example(apply_fn, params, key, x0, t):
+        u_t, (_, eps_v) = cld.perturb(key, x0, t, kernel=kernel)
         ell_h_t = cld.ell(t, kernel="hsm")
         mse = mse_fn(apply_fn, params, u_t, eps_v, t, broadcast_to_data(ell_h_t, eps_v))
         weight = _cld_lambda(cld, weighting, t) * ell_h_t**2
-        aux = {"t": t, "u_t": u_t, "eps_v": eps_v, "mse": mse, "weight": weight}
-        return _finish(weight * mse, aux, reduce)
+        return weight * mse, {"t": t, "u_t": u_t, "eps_v": eps_v, "mse": mse, "weight": weight}
 
-    return loss
+    return level_loss(uniform_time(t_min, cld.T), per_example)
 
 
 def hsm_loss(cld, *, weighting: str = "quality", t_min: float = 1e-5) -> LossFn:
@@ -184,44 +147,3 @@ def cld_dsm_loss(cld, *, weighting: str = "quality", t_min: float = 1e-5) -> Los
         return batch_sum((ell_d / ell_h * eps_v + score / ell_h) ** 2)
 
     return _cld_score_matching(cld, weighting, t_min, "dsm", mse)
-
-
-# --------------------------------------------------------------------------------------------
-# EDM-style denoiser configs
-# --------------------------------------------------------------------------------------------
-
-
-def edm_loss(config: DenoiserConfig) -> LossFn:
-    """Preconditioned denoiser loss of a thesis Table 4.7 config (thesis eqs. 1.27, 4.23).
-
-    ``sigma ~ config.sample_sigma``, ``x = x_0 + sigma n`` with ``n ~ N(0, I)``, and per example
-    ``lambda(sigma) ||D(x, sigma) - x_0||^2`` where ``D = precondition(config, F)`` and the raw
-    network is ``F(y, c_noise) = apply_fn(params, y, c_noise)``.
-
-    Args:
-      config: a :class:`diffjax.param.DenoiserConfig` (``vp_config()``, ``edm_config()``, ...).
-
-    Returns:
-      ``loss(apply_fn, params, key, x0, *, reduce=True) -> (loss, aux)``; ``aux`` holds per-example
-      ``"sigma"``, ``"x"`` (the noisy input), ``"mse"`` (``||D - x_0||^2``) and ``"weight"``
-      (``lambda(sigma)``).
-
-    Raises:
-      ValueError: if ``config`` is not a ``DenoiserConfig``; the returned loss raises on malformed or
-        (concrete) non-finite ``x0``.
-    """
-    if not isinstance(config, DenoiserConfig):
-        raise ValueError(f"config must be a DenoiserConfig (e.g. edm_config()), got {type(config).__name__}")
-
-    def loss(apply_fn, params, key, x0, *, reduce: bool = True):
-        x0 = _check_x0(x0)
-        k_sigma, k_n = jax.random.split(key)
-        sigma = config.sample_sigma(k_sigma, x0.shape[0]).astype(x0.dtype)
-        x = x0 + broadcast_to_data(sigma, x0) * jax.random.normal(k_n, x0.shape, x0.dtype)
-        denoiser = precondition(config, lambda y, c: apply_fn(params, y, c))
-        mse = batch_sum((denoiser(x, sigma) - x0) ** 2)
-        weight = config.loss_weight(sigma)
-        aux = {"sigma": sigma, "x": x, "mse": mse, "weight": weight}
-        return _finish(weight * mse, aux, reduce)
-
-    return loss
