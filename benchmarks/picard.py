@@ -143,7 +143,7 @@ def main():
 
     print(f"Picard vs sequential: {args.steps} steps, batch {batch}, model {args.model}, window {window}, "
           f"tol {args.tol}, {len(devices)} {jax.default_backend()} device(s)")
-    print(f"{'sampler':<8}{'rounds':>8}{'NFE':>10}{'seq NFE':>9}{'seq s':>9}{'picard s':>10}{'ratio':>8}"
+    print(f"{'sampler':<8}{'iters':>8}{'NFE':>10}{'seq NFE':>9}{'seq s':>9}{'picard s':>10}{'ratio':>8}"
           f"{'max rel diff':>14}{'conv':>6}")
     for name, r in (("ddpm", res), ("sscs", res["sscs"])):
         print(f"{name:<8}{r['iterations']:>8}{r['nfe']:>10}{r['sequential_nfe']:>9}{r['sequential_s']:>9.3f}"

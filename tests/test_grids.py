@@ -1,5 +1,6 @@
-"""Sigma/time grids (diffjax.grids): closed-form spacing, endpoints, conversions, validation, and a
-float32 NaN/inf sweep of every new rule on every grid (3, 5, 10 steps; grids ending at 0 included)."""
+"""Sigma/time grids (diffjax.schedules; diffjax.grids re-exports them): closed-form spacing, endpoints,
+conversions, validation, and a float32 NaN/inf sweep of every new rule on every grid (3, 5, 10 steps;
+grids ending at 0 included)."""
 
 import functools
 
@@ -8,22 +9,32 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from diffjax import grids, schedules
 from diffjax.analytic._mixture import sixty_four_gaussians
-from diffjax.grids import (
-    append_zero,
-    exponential_sigmas,
-    karras_sigmas,
-    log_snr_uniform_grid,
-    polyexponential_sigmas,
-    sigmas_to_times,
-)
 from diffjax.param import x0_from_eps
 from diffjax.samplers.ancestral import dpm2_ancestral_rule, euler_ancestral_rule
 from diffjax.samplers.dpm_solver import dpmpp_2m_rule, dpmpp_2m_sde_rule, dpmpp_2s_rule, dpmpp_3m_rule
 from diffjax.samplers.unipc import unipc_rule
 from diffjax.samplers.sequential import sample
-from diffjax.schedules import edm_sigma_grid, quadratic_grid, sigma_from_t, uniform_grid
+from diffjax.schedules import (
+    append_zero,
+    edm_sigma_grid,
+    exponential_sigmas,
+    karras_sigmas,
+    log_snr_uniform_grid,
+    polyexponential_sigmas,
+    quadratic_grid,
+    sigma_from_t,
+    sigmas_to_times,
+    uniform_grid,
+)
 from diffjax.sde import VESDE, VPSDE
+
+
+def test_grids_module_re_exports_schedules():
+    """``diffjax.grids`` stays importable; its names are the very functions of ``diffjax.schedules``."""
+    assert grids.__all__ and all(getattr(grids, n) is getattr(schedules, n) for n in grids.__all__)
+    assert karras_sigmas is edm_sigma_grid
 
 
 def test_karras_wraps_edm_grid():

@@ -2,6 +2,7 @@
 
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,9 +10,11 @@ import pytest
 
 from diffjax.nn.apply import init_module, init_params, make_apply, make_cld_apply, param_count
 from diffjax.nn.embeddings import GaussianFourierEmbedding, TimeEmbedding, as_batch_times, sinusoidal_embedding
+from diffjax.nn.ghost_clipping import ghost_plan, no_ghost
 from diffjax.nn.heads import GenieHead
 from diffjax.nn.mlp import ScoreMLP
-from diffjax.nn.unet import UNet, drop_labels
+from diffjax.losses import drop_labels
+from diffjax.nn.unet import UNet
 
 KEY = jax.random.PRNGKey(0)
 
@@ -168,3 +171,56 @@ def test_drop_labels_rate():
     assert set(np.unique(np.asarray(dropped)).tolist()) == {0, 10}
     with pytest.raises(ValueError, match="p must"):
         drop_labels(KEY, y, 1.5, 10)
+
+
+class _GhostNet(nn.Module):
+    """Every ghost-norm case: T = 1 (``pool``, no bias), T^2 <= d_in d_out (``pair``), T^2 > d_in d_out
+    (``inp``), a layer called twice (``shared``) and a non-Dense parameter (``scale``, vmap path)."""
+
+    @nn.compact
+    def __call__(self, rows):                                      # rows (8, 3)
+        shared = nn.Dense(6, name="shared")
+        h = jnp.tanh(nn.Dense(6, name="inp")(rows))                # T = 8: 64 > 3 * 6
+        h = jnp.tanh(shared(jnp.tanh(shared(h))))                  # T = 2 * 8: 256 > 6 * 6
+        pair = nn.Dense(5, name="pair")(h[:2])                     # T = 2: 4 <= 6 * 5
+        pool = nn.Dense(4, use_bias=False, name="pool")(jnp.mean(h, 0))   # T = 1
+        scale = self.param("scale", nn.initializers.ones, (4,))
+        return jnp.sum(jnp.tanh(pool * scale)) + jnp.sum(jnp.sin(pair))
+
+
+def test_ghost_norms_and_clipped_sum_match_per_example_gradients():
+    """Ghost clipping (||grad_W||^2 = sum_ts (a_t.a_s)(d_t.d_s), sum_i c_i grad_W,i = sum_i a_i^T c_i d_i)
+    equals explicit per-example gradients (float32 rounding, rel 1e-5), with the non-Dense parameter
+    left to the vmap path; ``no_ghost`` sends everything there."""
+    net = _GhostNet()
+    params = net.init(KEY, jnp.zeros((8, 3)))
+
+    def f(p, key, x):
+        return net.apply(p, x[None] + 0.5 * jax.random.normal(key, (8, 3)))
+
+    n = 5
+    keys = jax.random.split(jax.random.PRNGKey(1), n)
+    batch = jax.random.normal(jax.random.PRNGKey(2), (n, 3))
+    grads = [jax.grad(f)(params, keys[i], batch[i]) for i in range(n)]
+    full_sq = np.array([sum(float(jnp.sum(g ** 2)) for g in jax.tree_util.tree_leaves(gi)) for gi in grads])
+    scale = jnp.linspace(0.2, 1.0, n)
+    ref_sum = jax.tree_util.tree_map(lambda *g: sum(c * x for c, x in zip(scale, g)), *grads)
+
+    plan = ghost_plan(f, params, keys[0], batch[0])
+    values, dense_sq, dense_sum = plan.dense_pass(params, keys, batch)
+    assert plan.has_rest and [r.shape for r in plan.select_rest(params)] == [(4,)]   # only "scale"
+    rest_sq = np.array([sum(float(jnp.sum(r ** 2)) for r in plan.select_rest(gi)) for gi in grads])
+    np.testing.assert_allclose(np.asarray(dense_sq) + rest_sq, full_sq, rtol=1e-5)
+    assert np.all(rest_sq < 0.5 * full_sq)                         # the Dense part is most of the norm
+    np.testing.assert_allclose(values, [f(params, keys[i], batch[i]) for i in range(n)], rtol=1e-6)
+    rest = plan.select_rest(ref_sum)
+    out = plan.combine(dense_sum(scale), rest, params)
+    for a, b in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(ref_sum)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+    plain = no_ghost(params, f)
+    v0, sq0, sum0 = plain.dense_pass(params, keys, batch)
+    assert len(plain.select_rest(params)) == len(jax.tree_util.tree_leaves(params))
+    assert not np.any(np.asarray(sq0)) and sum0(scale) == {}
+    np.testing.assert_allclose(v0, values, rtol=1e-6)
+

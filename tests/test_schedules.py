@@ -121,3 +121,55 @@ def test_bad_intervals_raise():
         S.edm_sigma_grid(10, sigma_min=0.0)
     with pytest.raises(ValueError, match="rho"):
         S.edm_sigma_grid(10, rho=0.0)
+
+
+# -- time_grid: the one entry point from (n_steps, grid name) to times -------------------------------------
+
+
+def test_time_grid_kinds_closed_forms():
+    """``uniform``: constant steps; ``quadratic``: equally spaced square roots (thesis §3.4.3.2.4);
+    ``log_snr``: equally spaced log-SNR (Lu et al. 2022 §3.3), checked in float64; exact endpoints."""
+    n, t_min, T = 8, 1e-3, 2.0
+    with jax.enable_x64(True):
+        u = np.asarray(S.time_grid(n, "uniform", t_min, T))
+        np.testing.assert_allclose(np.diff(u), -(T - t_min) / n, rtol=1e-12)
+        q = np.asarray(S.time_grid(n, "quadratic", t_min, T))
+        np.testing.assert_allclose(np.diff(np.sqrt(q)), -(np.sqrt(T) - np.sqrt(t_min)) / n, rtol=1e-12)
+        sde = VPSDE(T=T)
+        g = S.time_grid(n, "log_snr", t_min, sde=sde)  # T defaults to sde.T
+        lam = np.asarray(sde.log_snr(g))
+        np.testing.assert_allclose(np.diff(lam), (lam[-1] - lam[0]) / n, rtol=1e-9)
+        for grid in (u, q, np.asarray(g)):
+            assert grid.shape == (n + 1,) and grid[0] == T and abs(grid[-1] - t_min) < 1e-15
+    assert float(S.time_grid(4)[0]) == 1.0  # default T = 1 without an SDE
+
+
+def test_time_grid_traced_T_and_sampler_wrapper():
+    """``T`` may be traced (an SDE passed through ``jit``); ``samplers.time_grid(sde, ...)`` is
+    ``schedules.time_grid`` with ``T = sde.T``."""
+    from diffjax import samplers
+
+    sde = VESDE(T=2.0)
+    traced = jax.jit(lambda s: S.time_grid(6, "quadratic", 1e-3, s.T))(sde)
+    np.testing.assert_allclose(traced, S.quadratic_grid(6, 1e-3, 2.0), rtol=1e-5)
+    for kind in S.TIME_GRIDS:
+        np.testing.assert_array_equal(samplers.time_grid(sde, 5, 1e-2, kind), S.time_grid(5, kind, 1e-2, sde=sde))
+
+
+def test_time_grid_errors_name_the_argument():
+    from diffjax.sde import CLD
+
+    with pytest.raises(ValueError, match="grid kind 'cosine'"):
+        S.time_grid(4, "cosine")
+    with pytest.raises(ValueError, match="log_snr"):
+        S.time_grid(4, "log_snr")  # no SDE
+    with pytest.raises(ValueError, match="log_snr"):
+        S.time_grid(4, "log_snr", sde=CLD())  # CLD has no scalar log-SNR
+    with pytest.raises(ValueError, match="t_min"):
+        S.time_grid(4, "log_snr", 0.0, sde=VPSDE())  # lambda is infinite at t = 0
+    with pytest.raises(ValueError, match="t_min"):
+        S.time_grid(4, "quadratic", 2.0, 1.0)
+    with pytest.raises(ValueError, match="T"):
+        S.time_grid(4, "uniform", 0.0, -1.0)
+    with pytest.raises(ValueError, match="number of steps"):
+        S.time_grid(0)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from diffjax._validate import is_concrete
+from diffjax._validate import check_finite, is_concrete
 from diffjax._pytree import pytree_dataclass
 from diffjax.sde._base import broadcast_to_data
 
@@ -56,8 +56,8 @@ class GaussianMixture:
             raise ValueError(f"means must have shape (K, d), got {m.shape}")
         if w.shape != (m.shape[0],) or s.shape != (m.shape[0],):
             raise ValueError(f"weights and stds must have shape (K,)=({m.shape[0]},), got {w.shape} and {s.shape}")
-        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(m)) and np.all(np.isfinite(s))):
-            raise ValueError("mixture parameters must be finite")
+        for name, value in (("weights", w), ("means", m), ("stds", s)):
+            check_finite(name, value)
         if np.any(w <= 0) or abs(w.sum() - 1.0) > 1e-5:
             raise ValueError(f"weights must be positive and sum to 1, got sum {w.sum()}")
         if np.any(s <= 0):

@@ -17,28 +17,26 @@ from typing import Any, Callable
 
 from jax import Array
 
+from diffjax._validate import check_int, check_option
 from diffjax.samplers.adaptive import solve_probability_flow
 from diffjax.samplers.edm_rules import edm_euler_rule, edm_heun_rule
 from diffjax.samplers.ode_rules import ddim_rule, probability_flow_euler_rule, probability_flow_heun_rule
 from diffjax.samplers.sde_rules import ddpm_rule, euler_maruyama_rule, predictor_corrector_rule
 from diffjax.samplers.sequential import sample
-from diffjax.schedules import edm_sigma_grid, quadratic_grid, uniform_grid
+from diffjax.schedules import edm_sigma_grid
+from diffjax.schedules import time_grid as _schedule_time_grid
 
 __all__ = ["ddim", "ddpm", "euler_maruyama", "pc", "probability_flow", "edm_heun", "edm_euler", "time_grid"]
 
 
 def time_grid(sde: Any, n_steps: int, t_min: float = 1e-3, grid: str = "uniform") -> Array:
-    """``(n_steps + 1,)`` times from ``sde.T`` down to ``t_min``: ``"uniform"`` or ``"quadratic"``
-    (thesis §3.4.3.2.4).
+    """``(n_steps + 1,)`` times from ``sde.T`` down to ``t_min``: :func:`diffjax.schedules.time_grid`
+    with ``T = sde.T`` (``grid``: ``"uniform"``, ``"quadratic"`` (thesis §3.4.3.2.4) or ``"log_snr"``).
 
     Raises:
       ValueError: on an unknown ``grid`` name, ``n_steps < 1`` or ``t_min`` outside ``[0, T)``.
     """
-    if grid == "uniform":
-        return uniform_grid(n_steps, t_min, sde.T)
-    if grid == "quadratic":
-        return quadratic_grid(n_steps, t_min, sde.T)
-    raise ValueError(f"grid must be 'uniform' or 'quadratic', got {grid!r}")
+    return _schedule_time_grid(n_steps, grid, t_min, sde.T, sde=sde)
 
 
 def ddim(eps_fn: Callable, sde: Any, *, key: Array, shape: tuple[int, ...], n_steps: int, eta: float = 0.0,
@@ -108,22 +106,20 @@ def probability_flow(score_fn: Callable, sde: Any, *, key: Array, shape: tuple[i
     Raises:
       ValueError: on an unknown ``method`` or a missing/superfluous ``n_steps``.
     """
+    check_option("method", method, ("euler", "heun", "adaptive"))
     if method == "adaptive":
         if n_steps is not None:
             raise ValueError(f"method='adaptive' chooses its own steps; pass n_steps=None, got {n_steps!r}")
         x_T = sde.prior_sample(key, shape) if x_init is None else x_init
         return solve_probability_flow(sde, score_fn, x_T, t1=t_min, rtol=rtol, atol=atol)
     rules = {"euler": probability_flow_euler_rule, "heun": probability_flow_heun_rule}
-    if method not in rules:
-        raise ValueError(f"method must be 'euler', 'heun' or 'adaptive', got {method!r}")
     if n_steps is None:
         raise ValueError(f"method={method!r} needs n_steps")
     return sample(rules[method](sde), score_fn, key, shape, time_grid(sde, n_steps, t_min, grid), x_init=x_init)
 
 
 def _edm(heun, denoiser, key, shape, n_steps, sigma_min, sigma_max, rho, s_churn, s_min, s_max, s_noise, x_init):
-    if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 2:
-        raise ValueError(f"n_steps must be a Python int >= 2 for EDM sampling, got {n_steps!r}")
+    check_int("n_steps (EDM sampling)", n_steps, 2)
     build = edm_heun_rule if heun else edm_euler_rule
     rule = build(s_churn, s_min, s_max, s_noise, n_steps=n_steps, sigma_max=sigma_max)
     sigmas = edm_sigma_grid(n_steps, sigma_min, sigma_max, rho, append_zero=False)
