@@ -18,10 +18,10 @@ def samples():
 
 
 def test_names():
-    assert set(toy.TOY_NAMES) == {"swiss_roll", "checkerboard", "rings", "moons", "mixture_9", "mixture_64"}
+    assert set(toy.TOY_NAMES) == {"swiss_roll", "checkerboard", "rings", "moons", "mixture_9", "mixture_64", "dino"}
 
 
-@pytest.mark.parametrize("name", ["swiss_roll", "checkerboard", "rings", "moons", "mixture_9", "mixture_64"])
+@pytest.mark.parametrize("name", ["swiss_roll", "checkerboard", "rings", "moons", "mixture_9", "mixture_64", "dino"])
 def test_shape_dtype_scale(samples, name):
     x = samples[name]
     assert x.shape == (N, 2) and x.dtype == np.float32

@@ -24,7 +24,9 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from diffjax._validate import check_int
 from diffjax.analytic._mixture import nine_gaussians, sixty_four_gaussians
+from diffjax.data.dino import dino
 
 __all__ = [
     "swiss_roll",
@@ -38,10 +40,7 @@ __all__ = [
     "TOY_NAMES",
 ]
 
-
-def _check_n(n: int) -> None:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be a positive Python int, got {n!r}")
+_N = "n (positive number of points)"  # n as check_int names it in errors
 
 
 @functools.partial(jax.jit, static_argnames=("n",))
@@ -56,7 +55,7 @@ def swiss_roll(key: Array, n: int, *, noise: float = 0.05) -> Array:
     Returns:
       ``(n, 2)`` float32.
     """
-    _check_n(n)
+    check_int(_N, n)
     ku, kn = jax.random.split(key)
     u = jax.random.uniform(ku, (n,), minval=1.5 * math.pi, maxval=4.5 * math.pi)
     x = jnp.stack([u * jnp.cos(u), u * jnp.sin(u)], axis=1) / 7.0
@@ -72,7 +71,7 @@ def checkerboard(key: Array, n: int) -> Array:
     Returns:
       ``(n, 2)`` float32.
     """
-    _check_n(n)
+    check_int(_N, n)
     kc, kr, ku = jax.random.split(key, 3)
     col = jax.random.randint(kc, (n,), 0, 4)
     row = 2 * jax.random.randint(kr, (n,), 0, 2) + col % 2
@@ -87,7 +86,7 @@ def rings(key: Array, n: int, *, radii: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
     Returns:
       ``(n, 2)`` float32.
     """
-    _check_n(n)
+    check_int(_N, n)
     kr, ka, kn = jax.random.split(key, 3)
     r = jnp.asarray(radii, jnp.float32)[jax.random.randint(kr, (n,), 0, len(radii))]
     a = jax.random.uniform(ka, (n,), maxval=2 * math.pi)
@@ -105,7 +104,7 @@ def moons(key: Array, n: int, *, noise: float = 0.05) -> Array:
     Returns:
       ``(n, 2)`` float32.
     """
-    _check_n(n)
+    check_int(_N, n)
     km, ka, kn = jax.random.split(key, 3)
     a = jax.random.uniform(ka, (n,), maxval=math.pi)
     upper = jnp.stack([jnp.cos(a), jnp.sin(a)], axis=1)
@@ -117,14 +116,14 @@ def moons(key: Array, n: int, *, noise: float = 0.05) -> Array:
 @functools.partial(jax.jit, static_argnames=("n",))
 def mixture_9(key: Array, n: int) -> Array:
     """Samples of the 9-Gaussian mixture of thesis eq. (2.100) (:func:`diffjax.analytic.nine_gaussians`)."""
-    _check_n(n)
+    check_int(_N, n)
     return nine_gaussians().sample(key, n).astype(jnp.float32)
 
 
 @functools.partial(jax.jit, static_argnames=("n",))
 def mixture_64(key: Array, n: int) -> Array:
     """Samples of the 64-Gaussian mixture of thesis eqs. (3.80)-(3.81) (:func:`diffjax.analytic.sixty_four_gaussians`)."""
-    _check_n(n)
+    check_int(_N, n)
     return sixty_four_gaussians().sample(key, n).astype(jnp.float32)
 
 
@@ -135,6 +134,7 @@ _SAMPLERS = MappingProxyType({
     "moons": moons,
     "mixture_9": mixture_9,
     "mixture_64": mixture_64,
+    "dino": dino,      # the Datasaurus dino of the CDL paper (diffjax.data.dino)
 })
 
 TOY_NAMES: tuple[str, ...] = tuple(_SAMPLERS)
@@ -168,6 +168,6 @@ def toy_batch(name: str, seed: int, step: int | Array, batch_size: int) -> Array
       ValueError: for an unknown name or a bad ``batch_size``.
     """
     sampler = toy_sampler(name)
-    _check_n(batch_size)
+    check_int("batch_size (positive)", batch_size)
     key = jax.random.fold_in(jax.random.PRNGKey(seed), step)
     return sampler(key, batch_size)
