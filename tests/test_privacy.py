@@ -1,10 +1,12 @@
 """DP-SGD with noise multiplicity (thesis eqs. 4.7, 4.10-4.11), Poisson batches (Alg. 5), DP training."""
 
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -213,3 +215,66 @@ def test_train_dp_budget_and_resume(tmp_path):
                                  noise_multiplier=1.5)
     with pytest.raises(ValueError, match="privacy"):
         train_dp(LOSS, apply_fn, params, data, out_dir=tmp_path / "b", resume=True, **dict(kw, budget=other))
+
+
+def _tiny_dp_setup(N=64):
+    module = ScoreMLP(width=8, depth=1, time_dim=4)
+    apply_fn, params = make_apply(module), init_params(module, jax.random.PRNGKey(0), (1, 2))
+    data = np.asarray(jax.random.normal(jax.random.PRNGKey(5), (N, 2)))
+    budget = PrivacyBudget.create(epsilon=20.0, delta=1e-3, dataset_size=N, batch_size=8, epochs=0.5,
+                                  noise_multiplier=1.0)
+    return apply_fn, params, data, budget
+
+
+def test_train_dp_is_the_dp_step_on_poisson_batches_with_any_optimizer(tmp_path):
+    """train_dp = make_dp_train_step with the given optax chain, fed the Poisson batch of
+    fold_in(sampling_key(seed), s) and keyed by train_key(seed) (the convention of train.train)."""
+    from diffjax.privacy import sampling_key
+
+    apply_fn, params, data, budget = _tiny_dp_setup()
+    opt = optax.chain(optax.clip_by_global_norm(0.5), optax.sgd(0.05, momentum=0.9))
+    state = train_dp(LOSS, apply_fn, params, data, budget=budget, clip=1.0, out_dir=tmp_path, config={"model": "tiny"},
+                     seed=3, optimizer=opt, ema_decay=0.9, log=lambda s: None, log_every=2)
+    step = make_dp_train_step(LOSS, apply_fn, opt, clip=1.0, noise_multiplier=budget.noise_multiplier,
+                              expected_batch_size=budget.batch_size, ema_decay=0.9, ema_warmup=True)
+    ref = train.create_train_state(params, opt, train.train_key(3))
+    cap = poisson_capacity(budget.batch_size)
+    for s in range(budget.steps):
+        batch, mask, _ = poisson_batch(jax.random.fold_in(sampling_key(3), s), jnp.asarray(data),
+                                       budget.sample_rate, capacity=cap)
+        ref, _ = step(ref, batch, mask)
+    for u, v in zip(_leaves(state), _leaves(ref)):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-6, atol=1e-7)
+    stored = train.load_config(tmp_path)
+    assert stored["optimizer"] == "custom" and "lr" not in stored and stored["ema_warmup"] is True
+
+
+def test_train_dp_overflow_accounting_survives_prefetch_and_resume(tmp_path):
+    """Capacity 7 for B = 8: with seed 52 the draws are [8, 9, 7, 7], steps 0 and 1 overflow. Each
+    checkpoint counts exactly the overflowing steps < steps_taken, although the prefetcher has
+    already drawn later batches, and a resumed run counts on from its checkpoint's count."""
+    from diffjax.privacy import poisson_indices, sampling_key
+
+    apply_fn, params, data, budget = _tiny_dp_setup()
+    counts = [int(poisson_indices(jax.random.fold_in(sampling_key(52), s), budget.sample_rate,
+                                  dataset_size=budget.dataset_size, capacity=budget.dataset_size)[2])
+              for s in range(budget.steps)]
+    assert counts == [8, 9, 7, 7]
+    kw = dict(budget=budget, clip=1.0, config={"model": "tiny"}, seed=52, capacity=7, log=lambda s: None,
+              log_every=1, ckpt_every=1, max_to_keep=5)
+    full = train_dp(LOSS, apply_fn, params, data, out_dir=tmp_path / "a", **kw)
+    spent = [train.load_config(tmp_path / "a", step=s)["privacy_spent"] for s in (1, 2, 3, 4)]
+    assert [r["overflows"] for r in spent] == [1, 2, 2, 2] and [r["steps_taken"] for r in spent] == [1, 2, 3, 4]
+    # a run interrupted after checkpoint 2 (its checkpoint copied), then resumed
+    shutil.copytree(tmp_path / "a" / "checkpoints" / "2", tmp_path / "b" / "checkpoints" / "2")
+    resumed = train_dp(LOSS, apply_fn, params, data, out_dir=tmp_path / "b", resume=True, **kw)
+    for u, v in zip(_leaves(full), _leaves(resumed)):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    for run in ("a", "b"):
+        rec = json.loads((tmp_path / run / "privacy.json").read_text())
+        assert rec["steps_taken"] == 4 and rec["overflows"] == 2
+        assert rec["epsilon_spent"] == pytest.approx(budget.spent(4))
+        assert train.load_config(tmp_path / run)["privacy_spent"] == {
+            k: rec[k] for k in ("steps_taken", "epsilon_spent", "overflows")}
+    recs = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs] == [1, 2, 3, 4] and [r["batch_size"] for r in recs] == counts

@@ -5,7 +5,8 @@
 * :mod:`._poisson`: Poisson-sampled padded batches (Alg. 5).
 * :mod:`._accounting`: RDP / PLD accounting (``dp-accounting``, optional extra ``privacy``).
 * :mod:`._budget`: :class:`PrivacyBudget` (``sigma_DP`` from ``(epsilon, delta)``, N, B, epochs).
-* :mod:`._train`: the jitted DP step and the :func:`train_dp` driver.
+* :mod:`._train`: the jitted DP step and :func:`train_dp`, a builder on the one training driver
+  (:func:`diffjax.train.train_loop`) that takes any optax transformation (default Adam).
 """
 
 from diffjax.privacy._accounting import ACCOUNTANTS, calibrate_noise, epsilon, steps_for_epochs
