@@ -236,7 +236,7 @@ def main(argv=None):
     for name, nfe, t, ratio, c_s in rows:
         print(f"{name:<18}{nfe:>6}{t * 1e3:>12.2f}{ratio:>14.3f}{c_s:>13.2f}")
     print(f"overhead_vs_floor={overhead:.3f}  time_vs_diffrax={time_vs_diffrax:.3f}  "
-          f"time_vs_torch={'n/a' if time_vs_torch is None else f'{time_vs_torch:.3f}'}")
+          f"time_vs_torch={'n/a (torch missing: pip install -e .[bench])' if time_vs_torch is None else f'{time_vs_torch:.3f}'}")
     result = {
         "overhead_vs_floor": overhead,
         "time_vs_diffrax": time_vs_diffrax,

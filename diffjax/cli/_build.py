@@ -17,11 +17,17 @@ from diffjax.data import TOY_NAMES, toy_batch
 from diffjax.sde import CLD, VESDE, SubVPSDE, VPSDE
 
 SDES = ("vp", "subvp", "ve", "cld", "edm")
-LOSSES = ("dsm", "dsm+cdl")
-SCALAR_METHODS = ("ddim", "ddpm", "em", "pc", "pf_euler", "pf_heun", "pf_adaptive", "edm_heun", "edm_euler",
-                  "genie", "ttm3", "dpmpp_2m", "dpmpp_3m", "unipc")
-METHODS = {"vp": SCALAR_METHODS, "subvp": SCALAR_METHODS, "ve": ("em", "pc", "pf_euler", "pf_heun",
-           "pf_adaptive", "edm_heun", "edm_euler"), "cld": ("em", "sscs"), "edm": ("edm_heun", "edm_euler")}
+LOSSES = ("dsm", "dsm+cdl", "itd", "itd+cdl")
+# samplers on a sigma grid with a denoiser D(x, sigma) (sde=None): every scalar run and EDM runs
+SIGMA_METHODS = ("edm_heun", "edm_euler", "euler_ancestral", "dpm2_ancestral", "dpmpp_2s_ancestral")
+SCALAR_METHODS = ("ddim", "ddpm", "em", "pc", "pf_euler", "pf_heun", "pf_adaptive", "genie", "ttm3", "dpmpp_2m",
+                  "dpmpp_3m", "unipc") + SIGMA_METHODS
+METHODS = {"vp": SCALAR_METHODS, "subvp": SCALAR_METHODS,
+           "ve": ("em", "pc", "pf_euler", "pf_heun", "pf_adaptive") + SIGMA_METHODS,
+           "cld": ("em", "sscs"), "edm": SIGMA_METHODS + ("dpmpp_2m", "dpmpp_3m", "unipc")}
+# the default --method of `diffjax sample` per run kind
+DEFAULT_METHOD = {"vp": "ddim", "subvp": "ddim", "ve": "edm_heun", "cld": "sscs", "edm": "edm_heun"}
+DIGITS_CLASSES = 10
 
 
 def make_sde(name: str):
@@ -44,8 +50,7 @@ def make_network(config: dict, data_shape: tuple[int, ...]):
         module = dnn.ScoreMLP(width=config["width"], depth=config["depth"], out_dim=data_shape[0],
                               time_scale=time_scale)
     else:
-        module = dnn.UNet(channels=config["width"], out_channels=data_shape[-1],
-                          time_scale=100.0 if config["sde"] == "edm" else 1000.0)
+        module = _image_network(config, data_shape[-1])
     apply_fn = dnn.make_cld_apply(module) if cld else dnn.make_apply(module)
 
     def init_fn(key):
@@ -54,28 +59,61 @@ def make_network(config: dict, data_shape: tuple[int, ...]):
     return module, apply_fn, init_fn
 
 
+def _image_network(config: dict, channels: int):
+    """A U-Net (``net="unet"``, float32 only) or a small DDPM++ (``net="ddpmpp"``, any ``dtype``)."""
+    from diffjax import nn as dnn
+
+    time_scale = 100.0 if config["sde"] == "edm" else 1000.0
+    classes = config.get("num_classes")
+    if config.get("net", "unet") == "ddpmpp":
+        dtype = jnp.bfloat16 if config.get("dtype") == "bfloat16" else jnp.float32
+        return dnn.DDPMpp(channels=config["width"], channel_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(),
+                          num_classes=classes, time_scale=time_scale, out_channels=channels, dtype=dtype)
+    if config.get("dtype", "float32") != "float32":
+        raise ValueError("--dtype bfloat16 needs --net ddpmpp (diffjax.nn.UNet computes in float32)")
+    return dnn.UNet(channels=config["width"], out_channels=channels, time_scale=time_scale, num_classes=classes)
+
+
 def make_loss(config: dict) -> Callable:
-    """The training loss of a run: DSM (eps), CLD HSM or the EDM denoiser loss; ``dsm+cdl`` adds the
-    Contrastive Diffusion Loss (CDL eq. 7) with weight ``config["cdl_weight"]``."""
+    """The training loss of a run: DSM (eps), CLD HSM, the EDM denoiser loss or the ITD bound (CDL eq. 2);
+    ``dsm+cdl`` / ``itd+cdl`` add the Contrastive Diffusion Loss (CDL eq. 7) with weight
+    ``config["cdl_weight"]``."""
     sde, name = make_sde(config["sde"]), config.get("loss", "dsm")
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    if name != "dsm" and config["sde"] not in ("vp", "subvp", "ve"):
+        raise ValueError(f"--loss {name} needs an eps network of a scalar SDE (--sde vp, subvp or ve)")
     if name == "dsm+cdl":
-        if config["sde"] not in ("vp", "subvp", "ve"):
-            raise ValueError("--loss dsm+cdl needs an eps network of a scalar SDE (--sde vp, subvp or ve)")
-        from diffjax import cdl
+        loss = losses.dsm_cdl_loss(sde, cdl_weight=config["cdl_weight"])
+    elif name.startswith("itd"):   # CDL eq. 2 as a loss; +cdl: the authors' CDL model (CDL Table 1)
+        loss = losses.itd_loss(sde)
+        loss = losses.with_cdl(loss, sde, weight=config["cdl_weight"]) if name == "itd+cdl" else loss
+    elif config["sde"] == "cld":
+        loss = losses.hsm_loss(sde)
+    elif config["sde"] == "edm":
+        loss = losses.edm_loss(param.edm_config())
+    else:
+        loss = losses.dsm_loss(sde, parameterization="eps")
+    if config.get("num_classes"):
+        if config["sde"] == "cld" or name != "dsm":
+            raise ValueError("class-conditional training (--dataset digits) supports --loss dsm with vp/subvp/ve/edm")
+        return losses.class_conditional_loss(loss, num_classes=config["num_classes"])
+    return loss
 
-        return cdl.dsm_cdl_loss(sde, cdl_weight=config["cdl_weight"])
-    if config["sde"] == "cld":
-        return losses.hsm_loss(sde)
-    if config["sde"] == "edm":
-        return losses.edm_loss(param.edm_config())
-    return losses.dsm_loss(sde, parameterization="eps")
 
+def model_function(config: dict, apply_fn: Callable, params: Any, labels: Any = None) -> Callable:
+    """The model function a sampler takes: eps(x, t) (scalar SDEs), score_v(u, t) (CLD) or D(x, sigma) (EDM).
 
-def model_function(config: dict, apply_fn: Callable, params: Any) -> Callable:
-    """The model function a sampler takes: eps(x, t) (scalar SDEs), score_v(u, t) (CLD) or D(x, sigma) (EDM)."""
+    ``labels``: ``(n,)`` class labels of a class-conditional run (``None``: the null token, i.e. the
+    unconditional model the label dropout trained).
+    """
     sde = make_sde(config["sde"])
+    if config.get("num_classes"):
+        y = jnp.full((), config["num_classes"], jnp.int32) if labels is None else jnp.asarray(labels, jnp.int32)
+        plain = apply_fn
+
+        def apply_fn(p, x, t):
+            return plain(p, x, t, y=jnp.broadcast_to(y, x.shape[:1]))
     if config["sde"] == "cld":
         return param.cld_mixed_score(sde, lambda u, t: apply_fn(params, u, t))
     if config["sde"] == "edm":
@@ -89,10 +127,15 @@ def data_fn_for(config: dict) -> tuple[Callable[[int], Any], tuple[int, ...]]:
     if name in TOY_NAMES:
         fn = jax.jit(lambda step: toy_batch(name, seed, step, bs))
         return fn, (2,)
+    if name == "digits":
+        from diffjax.data import DIGITS_RESOLUTION, digits_data_fn
+
+        fn = digits_data_fn(batch_size=bs, seed=seed, with_labels=bool(config.get("num_classes")))
+        return fn, (DIGITS_RESOLUTION, DIGITS_RESOLUTION, 1)
     from diffjax.data import TFDS_DATASETS, tfds_data_fn
 
     if name not in TFDS_DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; toy sets: {', '.join(TOY_NAMES)}; "
+        raise ValueError(f"unknown dataset {name!r}; toy sets: {', '.join(TOY_NAMES)}; digits; "
                          f"image sets (need the data extra and prepared data): {', '.join(TFDS_DATASETS)}")
     fn = tfds_data_fn(name, data_dir=config.get("data_dir") or "~/tensorflow_datasets", batch_size=bs, seed=seed)
     return fn, tuple(fn(0).shape[1:])
@@ -108,10 +151,14 @@ def dataset_array(config: dict, size: int):
         from diffjax.data import toy_sampler
 
         return toy_sampler(name)(jax.random.fold_in(jax.random.PRNGKey(config["seed"]), 0x64617461), size)
+    if name == "digits":
+        from diffjax.data import load_digits
+
+        return jnp.asarray(load_digits("train")[0])
     from diffjax.data import TFDS_DATASETS, examples_to_batch, load_source
 
     if name not in TFDS_DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; toy sets: {', '.join(TOY_NAMES)}; "
+        raise ValueError(f"unknown dataset {name!r}; toy sets: {', '.join(TOY_NAMES)}; digits; "
                          f"image sets: {', '.join(TFDS_DATASETS)}")
     source = load_source(name, data_dir=config.get("data_dir") or "~/tensorflow_datasets")
     return jnp.asarray(examples_to_batch([source[i] for i in range(len(source))]))
@@ -121,12 +168,13 @@ def draw_samples(config: dict, model_fn: Callable, method: str, *, key, n: int, 
                  data_shape: tuple[int, ...], picard: bool = False, window="auto", grid: str | None = None):
     """Sample ``n`` points with ``method`` in ``steps`` steps; returns ``(samples, info)``.
 
-    ``grid``: ``"uniform"`` or ``"quadratic"`` time grid; by default quadratic striding (thesis
-    §3.4.3.2.4) for the deterministic few-step solvers (DDIM, GENIE, TTM-3, PF) and uniform for
+    ``grid``: a :func:`diffjax.schedules.time_grid` kind (``"uniform"``, ``"quadratic"``,
+    ``"log_snr"``); by default log-SNR-uniform for DPM-Solver++ and UniPC, quadratic striding (thesis
+    §3.4.3.2.4) for the other deterministic few-step solvers (DDIM, GENIE, TTM-3, PF) and uniform for
     the stochastic ones.
     """
     from diffjax import samplers as S
-    from diffjax.schedules import edm_sigma_grid, sigma_from_t
+    from diffjax.schedules import time_grid
 
     name = config["sde"]
     if method not in METHODS[name]:
@@ -135,15 +183,8 @@ def draw_samples(config: dict, model_fn: Callable, method: str, *, key, n: int, 
     shape = (n,) + tuple(data_shape)
     t_min = 1e-3
 
-    if method in ("edm_heun", "edm_euler"):
-        if name == "edm":
-            denoiser, smin, smax = model_fn, 0.002, 80.0
-        else:
-            denoiser = param.denoiser_from_eps(sde, model_fn)
-            smin, smax = float(sigma_from_t(sde, t_min)), float(sigma_from_t(sde, sde.T))
-        rule = (S.edm_heun_rule if method == "edm_heun" else S.edm_euler_rule)(sigma_max=smax)
-        grid = edm_sigma_grid(steps, smin, smax, append_zero=False)
-        x_model = denoiser
+    if method in SIGMA_METHODS or name == "edm":
+        rule, x_model, grid = _sigma_rule(method, sde, model_fn, steps, t_min)
     else:
         table = {
             "ddim": lambda: (S.ddim_rule(sde), model_fn),
@@ -155,22 +196,20 @@ def draw_samples(config: dict, model_fn: Callable, method: str, *, key, n: int, 
             "pf_euler": lambda: (S.probability_flow_euler_rule(sde), param.score_from_eps(sde, model_fn)),
             "pf_heun": lambda: (S.probability_flow_heun_rule(sde), param.score_from_eps(sde, model_fn)),
             "sscs": lambda: (S.sscs_rule(sde), model_fn),
-            "dpmpp_2m": lambda: (S.dpmpp_2m_rule(sde, n_steps=steps), param.x0_from_eps(sde, model_fn)),
-            "dpmpp_3m": lambda: (S.dpmpp_3m_rule(sde, n_steps=steps), param.x0_from_eps(sde, model_fn)),
-            "unipc": lambda: (S.unipc_rule(sde, n_steps=steps), param.x0_from_eps(sde, model_fn)),
+            "dpmpp_2m": lambda: (S.dpmpp_2m_rule(sde), param.x0_from_eps(sde, model_fn)),
+            "dpmpp_3m": lambda: (S.dpmpp_3m_rule(sde), param.x0_from_eps(sde, model_fn)),
+            "unipc": lambda: (S.unipc_rule(sde), param.x0_from_eps(sde, model_fn)),
         }
         if method == "pf_adaptive":
             x_T = sde.prior_sample(key, shape)
             return S.solve_probability_flow(sde, param.score_from_eps(sde, model_fn), x_T, t1=t_min)
         rule, x_model = table[method]()
-        if method.startswith(("dpmpp", "unipc")) and grid in (None, "log_snr"):
-            from diffjax.grids import log_snr_uniform_grid
-
-            grid = log_snr_uniform_grid(sde, steps, t_min)
-        else:
-            if grid is None:
+        if grid is None:
+            if method.startswith(("dpmpp", "unipc")):
+                grid = "log_snr"
+            else:
                 grid = "quadratic" if method in ("ddim", "genie", "ttm3", "pf_euler", "pf_heun") else "uniform"
-            grid = S.time_grid(sde, steps, 0.0 if method == "ddpm" else t_min, grid)
+        grid = time_grid(steps, grid, 0.0 if method == "ddpm" else t_min, sde.T, sde=sde)
     if picard:
         out, info = S.picard_sample(rule, x_model, key, shape, grid, window=window)
     else:
@@ -178,6 +217,31 @@ def draw_samples(config: dict, model_fn: Callable, method: str, *, key, n: int, 
     if isinstance(out, tuple):  # CLD without a final denoising returns (x, v)
         out = out[0]
     return out, info
+
+
+def _sigma_rule(method: str, sde, model_fn: Callable, steps: int, t_min: float):
+    """``(rule, denoiser, sigma grid)`` of a sampler on a sigma grid (``sde=None``, EDM's Karras grid).
+
+    EDM runs: ``model_fn`` is the denoiser, sigma in ``[0.002, 80]``; scalar runs: the denoiser from
+    eps (:func:`diffjax.param.denoiser_from_eps`) between ``sigma(t_min)`` and ``sigma(T)``. Heun/Euler
+    end at the smallest sigma (as before); the multistep and ancestral rules end at ``0``.
+    """
+    from diffjax import samplers as S
+    from diffjax.schedules import edm_sigma_grid, sigma_from_t
+
+    if sde is None:
+        denoiser, smin, smax = model_fn, 0.002, 80.0
+    else:
+        denoiser = param.denoiser_from_eps(sde, model_fn)
+        smin, smax = float(sigma_from_t(sde, t_min)), float(sigma_from_t(sde, sde.T))
+    builders = {"edm_heun": S.edm_heun_rule, "edm_euler": S.edm_euler_rule,
+                "euler_ancestral": S.euler_ancestral_rule, "dpm2_ancestral": S.dpm2_ancestral_rule,
+                "dpmpp_2s_ancestral": S.dpmpp_2s_ancestral_rule,
+                "dpmpp_2m": lambda sigma_max: S.dpmpp_2m_rule(None, sigma_max=sigma_max),
+                "dpmpp_3m": lambda sigma_max: S.dpmpp_3m_rule(None, sigma_max=sigma_max),
+                "unipc": lambda sigma_max: S.unipc_rule(None, sigma_max=sigma_max)}
+    grid = edm_sigma_grid(steps, smin, smax, append_zero=method not in ("edm_heun", "edm_euler"))
+    return builders[method](sigma_max=smax), denoiser, grid
 
 
 def genie_head_model(head_config: dict, *, teacher_params=None):
