@@ -22,8 +22,8 @@ Every method ends at ``sigma = 0`` with the same last positive level ``sigma_min
   ``t_min``, then the ``x0_hat`` step (1 NFE): ``2k + 1``.
 * ``dpmpp_2m`` / ``dpmpp_3m``: DPM-Solver++ (Lu et al. 2022) on DDIM's quadratic grid (the same-grid
   comparison) of ``NFE - 1`` steps to ``t_min`` plus the first-order step to ``t = 0``, with
-  ``n_steps = NFE - 1`` (the positive steps), ``lower_order_final`` and ``euler_at_final`` (that grid's
-  last positive step is 2-4x longer in lambda than the others): NFE.
+  ``lower_order_final`` (the default; diffusers' order schedule, ``N = NFE`` steps read from the grid)
+  and ``euler_at_final`` (that grid's last positive step is 2-4x longer in lambda than the others): NFE.
 * ``unipc``: UniPC-2 bh2 (UniP-2 predictor + UniC-2 corrector, 1 NFE per step), same grid and options.
 * ``*_logsnr``: the same four methods (``ddim``, ``dpmpp_2m``, ``dpmpp_3m``, ``unipc``) on the log-SNR-
   uniform grid (``diffjax.grids.log_snr_uniform_grid(..., append_zero=True)``), DPM-Solver's default.
@@ -103,9 +103,9 @@ def _runners(sde, gm, nfe, t_min):
         x, info = sample(genie_rule(sde), eps, key, x_T.shape, quadratic_grid(k, t_min), x_init=x_T)
         return x0_fn(x, jnp.asarray(t_min, jnp.float32)), {"nfe": info["nfe"] + 1}
 
-    def exp_integrator(build, grid, **options):       # n_steps: the positive steps (the last goes to 0)
+    def exp_integrator(build, grid, **options):       # the order schedule reads the grid (last step to 0)
         def run(x_T):
-            return sample(build(sde, n_steps=nfe - 1, **options), x0_fn, key, x_T.shape, grid, x_init=x_T)
+            return sample(build(sde, **options), x0_fn, key, x_T.shape, grid, x_init=x_T)
 
         return run
 

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from diffjax._validate import as_float, is_concrete
+from diffjax._validate import as_float, check_int, check_less, check_option, check_sde, concrete_float, is_concrete
 from diffjax.sde._base import broadcast_to_data
 
 __all__ = [
@@ -54,6 +54,11 @@ __all__ = [
     "raw_target",
     "cld_mixed_score",
     "cld_alpha_prime_from_score",
+    "MODEL_KINDS",
+    "Model",
+    "model",
+    "as_kind",
+    "adapter",
 ]
 
 ModelFn = Callable[[Array, Array], Array]
@@ -222,10 +227,8 @@ def _f(sigma: Array) -> Array:
 
 
 def _positive(name: str, value) -> float:
-    value = as_float(name, value)
-    if is_concrete(value) and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    return value
+    """A finite scalar ``> 0`` as a float (a traced value passes unchecked)."""
+    return concrete_float(name, value, lo=0.0, lo_open=True, allow_traced=True)
 
 
 def vp_config(beta_d: float = 19.9, beta_min: float = 0.1, eps_t: float = 1e-5, M: int = 1000) -> DenoiserConfig:
@@ -245,8 +248,7 @@ def vp_config(beta_d: float = 19.9, beta_min: float = 0.1, eps_t: float = 1e-5, 
     eps_t = as_float("eps_t", eps_t)
     if is_concrete(eps_t) and not 0 < eps_t < 1:
         raise ValueError(f"eps_t must lie in (0, 1), got {eps_t}")
-    if not isinstance(M, int) or M < 2:
-        raise ValueError(f"M must be a Python int >= 2, got {M!r}")
+    check_int("M", M, 2)
 
     def sigma_of_t(t):
         return jnp.sqrt(jnp.expm1(0.5 * beta_d * t**2 + beta_min * t))
@@ -280,8 +282,7 @@ def ve_config(sigma_min: float = 0.002, sigma_max: float = 80.0) -> DenoiserConf
       ValueError: unless ``0 < sigma_min < sigma_max``.
     """
     sigma_min, sigma_max = _positive("sigma_min", sigma_min), _positive("sigma_max", sigma_max)
-    if is_concrete(sigma_min, sigma_max) and sigma_max <= sigma_min:
-        raise ValueError(f"need sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    check_less("sigma_min", sigma_min, "sigma_max", sigma_max)
     lo, hi = math.log(sigma_min), math.log(sigma_max)
 
     def sample_sigma(key, n):
@@ -313,8 +314,7 @@ def v_prediction_config(log_snr_min: float = -9.0, log_snr_max: float = 13.0) ->
       ValueError: unless ``log_snr_min < log_snr_max`` (both finite).
     """
     lmin, lmax = as_float("log_snr_min", log_snr_min), as_float("log_snr_max", log_snr_max)
-    if is_concrete(lmin, lmax) and lmax <= lmin:
-        raise ValueError(f"need log_snr_min < log_snr_max, got {lmin}, {lmax}")
+    check_less("log_snr_min", lmin, "log_snr_max", lmax)
     # sigma = exp(-lambda/2) = tan(pi t / 2)  =>  t = (2/pi) arctan(exp(-lambda/2)).
     eps_min = 2.0 / math.pi * math.atan(math.exp(-0.5 * lmax))
     eps_max = 2.0 / math.pi * math.atan(math.exp(-0.5 * lmin))
@@ -438,3 +438,132 @@ def cld_alpha_prime_from_score(cld, score_v_fn: Callable) -> Callable:
         return (cld.mixed_score_prior_term(v, t) - score_v_fn(u, t)) / ell
 
     return alpha_prime_fn
+
+
+# --------------------------------------------------------------------------------------------
+# Declared model kinds: what a model predicts, and conversion to what a sampler rule needs
+# --------------------------------------------------------------------------------------------
+
+#: What a model function can predict. ``score``, ``eps``, ``x0`` and ``v`` are functions of
+#: ``(x_t, t)`` of a scalar SDE and convert into each other (thesis eqs. 1.24-1.25); ``denoiser`` is
+#: ``D(x_hat, sigma)`` in EDM coordinates; ``cld_velocity_score`` is ``s((x, v), t)`` of CLD;
+#: ``eps_and_derivative`` is a GENIE head's ``(eps, d eps / d gamma)``. The last two convert to nothing.
+MODEL_KINDS = ("score", "eps", "x0", "v", "denoiser", "cld_velocity_score", "eps_and_derivative")
+_TIME_KINDS = ("score", "eps", "x0", "v")
+_TO_EPS = {"eps": None, "score": eps_from_score, "x0": eps_from_x0, "v": eps_from_v, "denoiser": eps_from_denoiser}
+_FROM_EPS = {"eps": None, "score": score_from_eps, "x0": x0_from_eps, "v": v_from_eps}
+
+
+class Model:
+    """A model function that declares what it predicts (see :func:`model`).
+
+    A plain callable (not a pytree): it can be closed over inside ``jit`` and passed as a static
+    argument (hashed by identity). Calling it calls ``fn``.
+
+    Attributes:
+      fn: the model function.
+      kind: one of :data:`MODEL_KINDS`.
+      sde: the scalar SDE whose time ``fn`` takes (``None``: not declared).
+    """
+
+    __slots__ = ("fn", "kind", "sde")
+
+    def __init__(self, fn: Callable, kind: str, sde=None):
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        check_option("kind", kind, MODEL_KINDS)
+        if sde is not None:
+            check_sde(sde, scalar=True)
+        self.fn, self.kind, self.sde = fn, kind, sde
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Model({getattr(self.fn, '__name__', type(self.fn).__name__)}, kind={self.kind!r})"
+
+
+def model(fn: Callable, kind: str, sde=None) -> Model:
+    """Declare what ``fn`` predicts, so that every sampler rule can use it.
+
+    A rule states the kind it calls (``StepRule.model_kind``: ``ddpm_rule``/``ddim_rule``/GENIE eps,
+    DPM-Solver++/UniPC x0 (``sde`` given) or denoiser (``sde=None``), EM/PC/probability-flow score,
+    EDM/ancestral denoiser, SSCS CLD velocity score); the executors convert a declared model to it
+    with :func:`as_kind` and the rule's SDE. ``dj.sample(dpmpp_2m_rule(sde), model(eps_fn, "eps"), ...)``
+    thus runs on ``x0 = (x - sigma_t eps) / alpha_t``. A bare (undeclared) callable is passed to the
+    rule as is and must already be of the rule's kind.
+
+    Args:
+      fn: ``fn(x, t)`` (or ``D(x_hat, sigma)`` for ``"denoiser"``, ``s((x, v), t)`` for CLD).
+      kind: one of :data:`MODEL_KINDS`.
+      sde: the scalar SDE whose time ``fn`` takes; needed only to drive a rule in EDM sigma
+        coordinates (``sde=None`` rules: ``edm_heun_rule``, ancestral, DPM-Solver++ without SDE)
+        with a model of ``(x, t)``. Rules with their own SDE convert with the rule's SDE.
+
+    Returns:
+      A callable :class:`Model`.
+
+    Raises:
+      ValueError: unknown ``kind``. TypeError: ``fn`` not callable, ``sde`` not a scalar SDE.
+    """
+    return Model(fn, kind, sde)
+
+
+def as_kind(fn: Callable, kind: str, sde=None) -> Callable:
+    """``fn`` as a model of ``kind``: a declared :class:`Model` is converted, a bare callable returned as is.
+
+    Conversions (through ``eps``, thesis eqs. 1.24-1.25; ``v``: Salimans & Ho): among ``score``,
+    ``eps``, ``x0``, ``v`` and from ``denoiser`` with ``sde`` (the target's time, e.g. the rule's SDE);
+    to ``denoiser`` from a time kind with the model's declared SDE (:func:`denoiser_from_eps`). The
+    same kind is returned unconverted (``fn.fn``).
+
+    Args:
+      fn: a :class:`Model` (or a bare callable). kind: the target, one of :data:`MODEL_KINDS`.
+      sde: the scalar SDE whose time the converted model takes (``None``: EDM sigma coordinates).
+
+    Returns:
+      A model function of ``kind``.
+
+    Raises:
+      TypeError: no conversion from ``fn.kind`` to ``kind`` exists (the message names both).
+      ValueError: a conversion that needs an SDE none was given for.
+    """
+    check_option("kind", kind, MODEL_KINDS)
+    if not isinstance(fn, Model):
+        return fn
+    src = fn.kind
+    if src == kind:
+        return fn.fn
+    if kind in _TIME_KINDS and src in _TO_EPS:
+        if sde is None:
+            raise ValueError(f"model_fn declares kind {src!r}; converting it to {kind!r} needs the rule's SDE")
+        return _from_eps(kind, _to_eps(src, fn.fn, sde), sde)
+    if kind == "denoiser" and src in _TIME_KINDS:
+        if fn.sde is None:
+            raise ValueError(f"model_fn declares kind {src!r} but the rule needs 'denoiser' (EDM sigma coordinates): "
+                             f"declare the model's SDE, param.model(fn, {src!r}, sde=...)")
+        return denoiser_from_eps(fn.sde, _to_eps(src, fn.fn, fn.sde))
+    raise TypeError(f"model_fn declares kind {src!r} but the rule needs {kind!r}; no conversion exists")
+
+
+def _to_eps(src: str, fn: Callable, sde) -> Callable:
+    return fn if _TO_EPS[src] is None else _TO_EPS[src](sde, fn)
+
+
+def _from_eps(kind: str, eps_fn: Callable, sde) -> Callable:
+    return eps_fn if _FROM_EPS[kind] is None else _FROM_EPS[kind](sde, eps_fn)
+
+
+def adapter(kind: str, sde=None) -> Callable[[Callable], Callable]:
+    """``fn -> as_kind(fn, kind, sde)``: a rule's ``StepRule.adapt`` (closes over the rule's SDE, so the
+    rule stays hashable by identity even when the SDE holds traced values).
+
+    Raises:
+      ValueError: unknown ``kind``.
+    """
+    check_option("kind", kind, MODEL_KINDS)
+
+    def adapt(fn):
+        return as_kind(fn, kind, sde)
+
+    return adapt

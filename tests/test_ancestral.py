@@ -10,7 +10,8 @@ import pytest
 from diffjax.analytic._mixture import GaussianMixture, nine_gaussians
 from diffjax.grids import karras_sigmas
 from diffjax.metrics import mmd2
-from diffjax.samplers.ancestral import ancestral_split, dpm2_ancestral_rule, euler_ancestral_rule
+from diffjax.samplers.ancestral import (ancestral_split, dpm2_ancestral_rule, dpmpp_2s_ancestral_rule,
+                                        euler_ancestral_rule)
 from diffjax.samplers.edm_rules import edm_euler_rule
 from diffjax.samplers.sequential import sample
 
@@ -71,7 +72,7 @@ def test_ode_orders_float64():
 
 
 def test_ancestral_samples_the_target():
-    """eta = 1, 40 Karras levels + [0], 1000 samples, Euler and DPM-2 ancestral: MMD^2 (h = 0.1) to fresh
+    """eta = 1, 40 Karras levels + [0], 1000 samples, Euler, DPM-2 and DPM++(2S) ancestral: MMD^2 (h = 0.1) to fresh
     data below 2.5e-3 (two data samples: about +-1e-3); a wrong denoiser (means scaled by 1.1) gives
     ~2e-2 and must exceed 1e-2."""
     gm, n = nine_gaussians(), 1000
@@ -80,12 +81,13 @@ def test_ancestral_samples_the_target():
 
     @jax.jit
     def draw(key):
-        out = [sample(rule, model, key, (n, 2), grid)[0] for rule in (euler_ancestral_rule(), dpm2_ancestral_rule())
+        out = [sample(rule, model, key, (n, 2), grid)[0]
+               for rule in (euler_ancestral_rule(), dpm2_ancestral_rule(), dpmpp_2s_ancestral_rule())
                for model in (gm.denoiser, wrong.denoiser)]
         return out, gm.sample(jax.random.fold_in(key, 1), n)
 
-    (ok_e, bad_e, ok_d, bad_d), data = draw(jax.random.PRNGKey(2))
-    for ok, bad in ((ok_e, bad_e), (ok_d, bad_d)):
+    (ok_e, bad_e, ok_d, bad_d, ok_s, bad_s), data = draw(jax.random.PRNGKey(2))
+    for ok, bad in ((ok_e, bad_e), (ok_d, bad_d), (ok_s, bad_s)):
         assert float(mmd2(ok, data, 0.1)) < 2.5e-3
         assert float(mmd2(bad, data, 0.1)) > 1e-2
 
@@ -96,3 +98,5 @@ def test_invalid_arguments():
             euler_ancestral_rule(**bad)
         with pytest.raises(ValueError):
             dpm2_ancestral_rule(**bad)
+        with pytest.raises(ValueError):
+            dpmpp_2s_ancestral_rule(**bad)

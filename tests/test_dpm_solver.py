@@ -20,6 +20,7 @@ from diffjax.samplers.dpm_solver import (
     dpmpp_2m_sde_rule,
     dpmpp_2s_rule,
     dpmpp_3m_rule,
+    dpmpp_3m_sde_rule,
 )
 from diffjax.samplers.guidance import classifier_free_guidance
 from diffjax.samplers.ode_rules import ddim_rule
@@ -93,8 +94,9 @@ def test_first_steps_equal_ddim_and_ddpm():
 
 
 def test_lower_order_final_and_state():
-    """With n_steps = 3 and lower_order_final the orders are (1, 2, 1) for 3M and 2M alike, so the two
-    coincide; without it 3M takes (1, 2, 3) and differs. The state is a DPMState with a step counter."""
+    """On a 3-step grid lower_order_final (the default; the step count is read from the grid) gives the
+    orders (1, 2, 1) for 3M and 2M alike, so the two coincide; without it 3M takes (1, 2, 3) and
+    differs. The state is a DPMState with a step counter and the grid's step counts."""
     sde, gm = VPSDE(), _wide_mixture()
     x0_fn = x0_from_eps(sde, gm.eps_fn(sde))
     grid = log_snr_uniform_grid(sde, 3, 0.05)
@@ -103,7 +105,7 @@ def test_lower_order_final_and_state():
     @jax.jit
     def run(key):
         outs = [sample(rule, x0_fn, key, shape, grid) for rule in
-                (dpmpp_3m_rule(sde, n_steps=3), dpmpp_2m_rule(sde, n_steps=3), dpmpp_3m_rule(sde))]
+                (dpmpp_3m_rule(sde), dpmpp_2m_rule(sde), dpmpp_3m_rule(sde, lower_order_final=False))]
         traj = sample(dpmpp_3m_rule(sde), x0_fn, key, shape, grid, return_trajectory=True)[1]["trajectory"]
         return [o[0] for o in outs], traj
 
@@ -112,6 +114,7 @@ def test_lower_order_final_and_state():
     assert float(jnp.max(jnp.abs(a - c))) > 1e-3
     assert sample(dpmpp_3m_rule(sde), x0_fn, jax.random.PRNGKey(3), shape, grid)[1]["nfe"] == 3
     assert isinstance(traj, DPMState) and list(traj.step) == [1, 2, 3]
+    assert list(traj.n_steps) == [3, 3, 3] and list(traj.n_positive) == [3, 3, 3]
     assert len(traj.x0_hist) == 2
 
 
@@ -124,7 +127,8 @@ def test_edm_coordinates_match_vp():
     sigmas = sigma_from_t(sde, t_grid)
     x_T = jax.random.normal(jax.random.PRNGKey(4), (32, 2))
     alpha_T, _ = sde.marginal_coeffs(t_grid[0])
-    pairs = [(dpmpp_2m_rule(sde), dpmpp_2m_rule(None)), (dpmpp_2s_rule(sde), dpmpp_2s_rule(None))]
+    pairs = [(dpmpp_2m_rule(sde), dpmpp_2m_rule(None)), (dpmpp_2s_rule(sde), dpmpp_2s_rule(None)),
+             (dpmpp_3m_sde_rule(sde), dpmpp_3m_sde_rule(None))]     # same key: same normals
 
     @jax.jit
     def run(key):
@@ -136,15 +140,17 @@ def test_edm_coordinates_match_vp():
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
 
 
-def test_sde_variant_samples_the_target():
-    """2M-SDE (eta = 1), 30 steps to t = 0, 1000 samples: MMD^2 (h = 0.1) to 1000 fresh data below 2.5e-3.
+@pytest.mark.parametrize("build", [dpmpp_2m_sde_rule, dpmpp_3m_sde_rule])
+def test_sde_variant_samples_the_target(build):
+    """2M-SDE / 3M-SDE (eta = 1) on the VP SDE, 30 steps to t = 0, 1000 samples: MMD^2 (h = 0.1) to 1000
+    fresh data below 2.5e-3.
 
     Two independent data samples give MMD^2 in about +-1e-3 (measured spread over keys: sd ~6e-4); the
     same sampler with a wrong model (all means scaled by 1.1) gives ~2e-2 and must exceed 1e-2."""
     sde, gm = VPSDE(), nine_gaussians()
     wrong = GaussianMixture(gm.weights, 1.1 * gm.means, gm.stds)
     grid = log_snr_uniform_grid(sde, 30, 1e-3, append_zero=True)
-    rule, n = dpmpp_2m_sde_rule(sde), 1000
+    rule, n = build(sde), 1000
 
     @jax.jit
     def draw(key):
@@ -191,3 +197,12 @@ def test_guidance_scale_does_not_recompile():
     np.testing.assert_allclose(outs[0], plain, rtol=1e-4, atol=1e-4)
     assert float(jnp.max(jnp.abs(outs[2] - outs[0]))) > 1e-2
     assert all(bool(jnp.all(jnp.isfinite(o))) for o in outs)
+
+
+def test_sde_rules_reject_bad_arguments():
+    for build in (dpmpp_2m_sde_rule, dpmpp_3m_sde_rule):
+        for bad in (dict(eta=1.5), dict(eta=-0.1), dict(s_noise=-1.0), dict(s_noise=float("nan")), dict(sigma_max=0.0)):
+            with pytest.raises(ValueError):
+                build(None, **bad)
+        with pytest.raises(TypeError):
+            build(0.5)                          # eta passed where the SDE goes

@@ -322,3 +322,75 @@ def test_raw_targets_are_the_documented_predictions():
     np.testing.assert_allclose(vp, n, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(ve, -n, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(vpred, -(alpha * n - sigma_vp * x0), rtol=1e-3, atol=1e-3)
+
+
+# --------------------------------------------------------------------------------------------
+# declared model kinds: param.model, as_kind, adapter
+# --------------------------------------------------------------------------------------------
+
+
+def test_model_declaration_is_a_plain_callable():
+    """A declared model calls its function, carries its kind, is no pytree (no leaves: it closes into
+    jit) and hashes by identity (a static jit argument)."""
+    m = P.model(_h, "eps")
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 3))
+    np.testing.assert_array_equal(m(x, 0.3), _h(x, 0.3))
+    assert m.kind == "eps" and m.sde is None and "eps" in repr(m)
+    assert jax.tree_util.tree_leaves(m) == [m]
+    np.testing.assert_allclose(jax.jit(lambda y: m(y, 0.3))(x), _h(x, 0.3), rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(lambda f, y: f(y, 0.3), static_argnums=0)(m, x), _h(x, 0.3), rtol=1e-6)
+    assert P.as_kind(_h, "x0", VPSDE()) is _h            # undeclared: as is, whatever the target kind
+
+
+def test_model_declaration_errors():
+    with pytest.raises(ValueError, match=r"unknown kind 'noise'"):
+        P.model(_h, "noise")
+    with pytest.raises(TypeError, match=r"fn must be callable"):
+        P.model(3.0, "eps")
+    with pytest.raises(TypeError, match=r"sde must be a scalar SDE"):
+        P.model(_h, "eps", sde=object())
+    with pytest.raises(ValueError, match=r"unknown kind 'x_0'"):
+        P.as_kind(P.model(_h, "eps"), "x_0", VPSDE())
+    with pytest.raises(ValueError, match=r"unknown kind 'x_0'"):
+        P.adapter("x_0")
+
+
+@pytest.mark.parametrize("sde", SDES, ids=SDE_IDS)
+def test_as_kind_matches_the_closed_form_converters(sde):
+    """Every declared time kind converts to every other one through eps (eqs. 1.24-1.25): the results
+    are the explicit converters, and the exact mixture's x0 becomes its exact score (Tweedie:
+    ``s = (alpha_t x0 - x) / sigma_t^2``), float64 to 1e-10."""
+    with jax.enable_x64(True):
+        gm = nine_gaussians()
+        eps = gm.eps_fn(sde)
+        x = jax.random.normal(jax.random.PRNGKey(1), (16, 2), jnp.float64)
+        t = jnp.linspace(0.05, 1.0, 16)
+        models = {"eps": eps, "score": P.score_from_eps(sde, eps), "x0": P.x0_from_eps(sde, eps),
+                  "v": P.v_from_eps(sde, eps), "denoiser": P.denoiser_from_eps(sde, eps)}
+        for src, fn in models.items():
+            for dst in ("eps", "score", "x0", "v"):
+                got = P.as_kind(P.model(fn, src), dst, sde)(x, t)
+                np.testing.assert_allclose(got, models[dst](x, t), rtol=1e-10, atol=1e-10, err_msg=f"{src}->{dst}")
+        np.testing.assert_allclose(P.as_kind(P.model(models["x0"], "x0"), "score", sde)(x, t),
+                                   gm.score_fn(sde)(x, t), rtol=1e-10, atol=1e-10)
+        # a time model drives an EDM denoiser with its declared SDE: D = x0 at sigma = sigma_t / alpha_t
+        sigma = jnp.exp(-0.5 * sde.log_snr(t))
+        alpha = sde.marginal_coeffs(t)[0][:, None]
+        den = P.as_kind(P.model(eps, "eps", sde), "denoiser")
+        np.testing.assert_allclose(den(x / alpha, sigma), models["x0"](x, t), rtol=1e-9, atol=1e-9)
+
+
+def test_as_kind_refuses_what_cannot_be_converted():
+    sde = VPSDE()
+    with pytest.raises(TypeError, match=r"declares kind 'eps' but the rule needs 'cld_velocity_score'"):
+        P.as_kind(P.model(_h, "eps"), "cld_velocity_score", sde)
+    with pytest.raises(TypeError, match=r"declares kind 'cld_velocity_score' but the rule needs 'x0'"):
+        P.as_kind(P.model(_h, "cld_velocity_score"), "x0", sde)
+    with pytest.raises(TypeError, match=r"declares kind 'denoiser' but the rule needs 'eps_and_derivative'"):
+        P.adapter("eps_and_derivative", sde)(P.model(_hd, "denoiser"))
+    with pytest.raises(ValueError, match=r"declares kind 'x0'; converting it to 'eps' needs the rule's SDE"):
+        P.as_kind(P.model(_h, "x0"), "eps")
+    with pytest.raises(ValueError, match=r"declares kind 'v' but the rule needs 'denoiser'.*sde="):
+        P.as_kind(P.model(_h, "v"), "denoiser")
+    # the same kind needs nothing
+    assert P.as_kind(P.model(_hd, "denoiser"), "denoiser") is _hd

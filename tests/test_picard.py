@@ -8,7 +8,9 @@ denoiser (and an exact CLD velocity score), so the dynamics are the real, nonlin
 from __future__ import annotations
 
 import functools
+import gc
 import math
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -19,9 +21,10 @@ from diffjax.analytic import nine_gaussians
 from diffjax.samplers._rule import StepRule, gaussian_noise
 from diffjax.samplers.edm_rules import edm_heun_rule
 from diffjax.samplers.ode_rules import ddim_rule
-from diffjax.samplers.picard import _AUTO_CACHE, auto_window, picard_sample
+from diffjax.samplers.picard import picard_sample
 from diffjax.samplers.sde_rules import ddpm_rule, euler_maruyama_rule
 from diffjax.samplers.sequential import sample
+from diffjax.samplers.tuning import WindowCache, auto_window, knee_window
 from diffjax.schedules import edm_sigma_grid, uniform_grid
 from diffjax.sde._cld import CLD
 from diffjax.sde._scalar import VPSDE
@@ -129,13 +132,13 @@ def test_fixed_point_equals_sequential(name):
     assert _rel(x, ref) < 1e-4
     k = int(info["iterations"])
     assert int(info["nfe"]) == k * n * rule.nfe_per_step + rule.nfe_final
-    assert int(info["rounds"]) == k and info["residuals"].shape == (n,)
+    assert "rounds" not in info and info["residuals"].shape == (n,) and not bool(info["tol_clamped"])
     assert np.isfinite(float(info["residuals"][k - 1])) and np.all(np.isnan(info["residuals"][k:]))
 
     # Default ParaDiGMS tolerance: far fewer rounds than steps, still close to sequential (the
     # accepted changes, <= tol * noise std per point, are amplified by the dynamics: ~1e-3 measured).
-    x, info = picard_sample(rule, model, key, SHAPE, grid, window=None)
-    assert bool(info["converged"])
+    x, info = picard_sample(rule, model, key, SHAPE, grid)          # default window: the whole trajectory
+    assert bool(info["converged"]) and info["window"] == n
     assert int(info["iterations"]) <= n // 2, int(info["iterations"])
     assert _rel(x, ref) < 5e-3
 
@@ -195,10 +198,10 @@ def test_invalid_arguments():
     for bad in (0, N + 1, 2.5, "fast"):
         with pytest.raises(ValueError, match="window"):
             picard_sample(rule, model, key, SHAPE, grid, window=bad)
-    with pytest.raises(ValueError, match="tol"):
-        picard_sample(rule, model, key, SHAPE, grid, tol=-1.0)
-    with pytest.raises(ValueError, match="atol"):
-        picard_sample(rule, model, key, SHAPE, grid, atol=math.nan)
+    for name, bad in (("tol", -1.0), ("tol", math.nan), ("tol", math.inf), ("atol", -1e-3), ("atol", math.nan),
+                      ("tol", jnp.asarray(-1.0)), ("tol", jnp.ones(2))):
+        with pytest.raises(ValueError, match=f"^{name} "):
+            picard_sample(rule, model, key, SHAPE, grid, **{name: bad})
     with pytest.raises(ValueError, match="max_iters"):
         picard_sample(rule, model, key, SHAPE, grid, max_iters=0)
     with pytest.raises(ValueError, match="precision"):
@@ -210,22 +213,87 @@ def test_invalid_arguments():
         picard_sample(rule, model, key, SHAPE, grid[:1])
 
 
-def test_auto_window_is_cached_and_matches_sequential():
-    calls = []
+def test_traced_negative_tol_is_clamped_and_flagged():
+    """Eagerly a bad tol raises (test_invalid_arguments); under jit a traced tol = -1 (or NaN, inf)
+    cannot be checked, so it runs as tol = 0, the exact fixed point (it used to act as |tol| = 1,
+    which stops far earlier), and info says so; a valid traced tol is used as given."""
+    rule, model, grid = case("ddpm")
+    key = jax.random.PRNGKey(4)
+    run = jax.jit(lambda tol, atol: picard_sample(rule, model, key, SHAPE, grid, window=48, tol=tol, atol=atol))
+    x0, i0 = run(0.0, 0.0)
+    x1, i1 = run(1.0, 0.0)
+    assert not bool(i0["tol_clamped"]) and not bool(i1["tol_clamped"])
+    assert int(i1["iterations"]) < int(i0["iterations"])
+    for tol, atol in ((-1.0, 0.0), (math.nan, 0.0), (math.inf, 0.0), (0.0, -1.0)):
+        x, info = run(tol, atol)
+        assert bool(info["tol_clamped"]) and bool(info["converged"]), (tol, atol)
+        assert int(info["iterations"]) == int(i0["iterations"]), (tol, atol)
+        np.testing.assert_array_equal(x, x0)
+    # the jitted run is the eager one
+    xe, ie = picard_sample(rule, model, key, SHAPE, grid, window=48, tol=1.0, atol=0.0)
+    assert int(ie["iterations"]) == int(i1["iterations"]) and not bool(ie["tol_clamped"])
+    np.testing.assert_allclose(xe, x1, rtol=1e-5, atol=1e-6)
+
+
+def test_knee_window_rule():
+    """The knee rule on synthetic cost models: a device saturating at 64 rows, no batching gain, a gain
+    below min_gain, several devices (the whole trajectory as last candidate), and measurement
+    stopping at the knee."""
+    asked = []
+
+    def saturating(p):                           # flat cost up to 64 rows, linear beyond
+        asked.append(p)
+        return 1e-3 * max(1.0, p / 64)
+
+    assert knee_window(1000, 1, saturating) == 64
+    assert asked == [1, 2, 4, 8, 16, 32, 64, 128]      # not past the knee
+    assert knee_window(1000, 1, lambda p: 1e-3 * p) == 1                       # no gain: sequential
+    modest = lambda p: 1e-3 * (1 + 0.5 * (p - 1))     # rate 1, 1.33, 1.6, 1.78 for p = 1, 2, 4, 8
+    assert knee_window(1000, 1, modest) == 1                                   # gain 1.6 < 3
+    assert knee_window(1000, 1, modest, min_gain=1.5) == 4
+    assert knee_window(96, 8, lambda p: 1e-3) == 96                            # 8, 16, 32, 64, then 96
+    assert knee_window(100, 8, lambda p: 1e-3) == 64                           # 100 is no multiple of 8
+    assert knee_window(96, 8, lambda p: 1e-3 * p) == 1      # 8 devices, no gain over one step
+    assert knee_window(4, 8, lambda p: 1e-3) == 1           # fewer steps than devices
+    for bad in ({"growth": 0.5}, {"min_gain": -1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            knee_window(96, 1, lambda p: 1.0, **bad)
+
+
+def test_auto_window_cache_and_auto_sampling():
+    """An explicit WindowCache: a hit does not measure, another model object or another dtype is a
+    miss; window="auto" reuses the cache and reproduces the sequential samples."""
+    traces = []
 
     def model(x, t):
-        calls.append(1)
+        traces.append(1)
         return jnp.tanh(x)
 
-    rule, n = toy_rule(), 8
+    rule, n = toy_rule(), 4                           # candidates 1, 2, 4: three compilations per probe
     grid = jnp.linspace(1.0, 0.0, n + 1)
-    p = auto_window(rule, model, SHAPE, grid)
-    assert p == 1 or (1 <= p <= n)
-    n_calls = len(calls)
-    assert auto_window(rule, model, SHAPE, grid) == p and len(calls) == n_calls     # cached: no new probe
-    assert p in _AUTO_CACHE.values()
+    cache = WindowCache()
+    p = auto_window(rule, model, SHAPE, grid, cache=cache)
+    assert p == 1 or 2 <= p <= n
+    n_traces = len(traces)
+    assert auto_window(rule, model, SHAPE, grid, cache=cache) == p and len(traces) == n_traces   # hit
+    assert len(cache) == 1
+    other = lambda x, t: jnp.tanh(x)                  # noqa: E731
+    other_ref = weakref.ref(other)
+    auto_window(rule, other, SHAPE, grid, cache=cache)
+    assert len(cache) == 2                            # another model object: a miss
+    del other
+    gc.collect()
+    assert other_ref() is not None                    # held by its entry, so its id cannot be reused
+    with jax.enable_x64(True):
+        auto_window(rule, model, SHAPE, jnp.linspace(1.0, 0.0, n + 1), cache=cache)
+    assert len(cache) == 3                            # float64 draws: another entry
     key = jax.random.PRNGKey(2)
     ref, _ = jax.jit(lambda k: sample(rule, model, k, SHAPE, grid))(key)
-    x, info = picard_sample(rule, model, key, SHAPE, grid, window="auto", tol=0.0, atol=0.0)
-    assert info["window"] == p and bool(info["converged"])
+    x, info = picard_sample(rule, model, key, SHAPE, grid, window="auto", tol=0.0, atol=0.0, window_cache=cache)
+    assert info["window"] == p and bool(info["converged"]) and len(cache) == 3
     np.testing.assert_allclose(x, ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="cache"):
+        auto_window(rule, model, SHAPE, grid, cache={})
+    cache.clear()
+    gc.collect()
+    assert len(cache) == 0 and other_ref() is None   # released with the cache entries

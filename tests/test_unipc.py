@@ -24,7 +24,9 @@ def test_unipc_third_order_and_predictor_is_2m_float64():
     """PF-ODE from t = 1 to 0.05 on log-SNR grids of 16/32/64 steps vs Dopri8 (rtol = atol = 1e-12).
 
     UniPC-2 (UniP-2 + UniC-2) is third order: fitted slope 3 +- 0.3 (measured 2.9); it beats 2M by
-    more than 5x at 64 steps; without the corrector it IS DPM-Solver++(2M) (same numbers to 1e-12)."""
+    more than 5x at 64 steps; without the corrector it IS DPM-Solver++(2M) (same numbers to 1e-12).
+    lower_order_final=False: the default (diffusers') first-order last step to the positive t1 would
+    cap the global order at 2 (measured slope 2.1 with it)."""
     with jax.enable_x64(True):
         gm, sde, t1 = _wide_mixture(), VPSDE(), 0.05
         score, x0_fn = gm.score_fn(sde), x0_from_eps(sde, gm.eps_fn(sde))
@@ -39,7 +41,9 @@ def test_unipc_third_order_and_predictor_is_2m_float64():
             return jax.jit(jax.vmap(lambda g: sample(rule, x0_fn, jax.random.PRNGKey(1), x_T.shape, g,
                                                      x_init=x_T)[0]))(grids)
 
-        uni, pred_only, two_m = run(unipc_rule(sde)), run(unipc_rule(sde, use_corrector=False)), run(dpmpp_2m_rule(sde))
+        lof = dict(lower_order_final=False)
+        uni, pred_only, two_m = (run(unipc_rule(sde, **lof)), run(unipc_rule(sde, use_corrector=False, **lof)),
+                                 run(dpmpp_2m_rule(sde, **lof)))
         errs = [float(jnp.max(jnp.abs(x - ref))) for x in uni]
         assert abs(_slope(ns, errs) - 3.0) < 0.3, (errs, _slope(ns, errs))
         assert errs[-1] * 5 < float(jnp.max(jnp.abs(two_m[-1] - ref)))
@@ -63,43 +67,46 @@ def test_unipc_edm_coordinates_match_vp_and_state():
     assert isinstance(traj, UniPCState) and list(traj.step) == list(range(1, 8))
 
 
-def test_n_steps_counts_positive_steps_and_euler_at_final():
-    """``n_steps`` counts the steps to the last positive level; a trailing step to t = 0 is extra.
+def test_order_schedule_from_grid_and_euler_at_final():
+    """The step count comes from the grid (diffusers' order schedule); euler_at_final is diffjax's option.
 
-    * 3M with lower_order_final and n_steps = 3 on 3 positive steps + the step to 0 takes orders
-      (1, 2, 1, 1), i.e. equals 2M with the same option; without n_steps it differs.
+    * 3 positive steps + the step to t = 0 (N = 4 < 15): 3M with lower_order_final takes orders
+      (1, 2, 2, 1), i.e. equals 2M; without the option (1, 2, 3, 1), which differs.
     * euler_at_final on a 20-step quadratic grid (beyond the 15-step threshold of lower_order_final):
       2M's last positive step equals one DDIM step from the state before it, UniPC's is the first-order
-      step from its corrected point; both differ from the runs without the option.
+      step from its corrected point; both differ from the runs without the option (for UniPC:
+      lower_order_final=False, since UniPC's lower_order_final has no threshold and would do the same).
     """
     sde, gm = VPSDE(), _wide_mixture()
     eps = gm.eps_fn(sde)
     x0_fn = x0_from_eps(sde, eps)
     key, shape = jax.random.PRNGKey(3), (32, 2)
     grid = log_snr_uniform_grid(sde, 3, 0.05, append_zero=True)
-    a = sample(dpmpp_3m_rule(sde, n_steps=3), x0_fn, key, shape, grid)[0]
-    b = sample(dpmpp_2m_rule(sde, n_steps=3), x0_fn, key, shape, grid)[0]
-    c = sample(dpmpp_3m_rule(sde), x0_fn, key, shape, grid)[0]
+    a = sample(dpmpp_3m_rule(sde), x0_fn, key, shape, grid)[0]
+    b = sample(dpmpp_2m_rule(sde), x0_fn, key, shape, grid)[0]
+    c = sample(dpmpp_3m_rule(sde, lower_order_final=False), x0_fn, key, shape, grid)[0]
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
     assert float(jnp.max(jnp.abs(a - c))) > 1e-3
 
     n = 20
     grid = quadratic_grid(n, 1e-3)
-    traj = sample(dpmpp_2m_rule(sde, n_steps=n, euler_at_final=True), x0_fn, key, shape, grid,
+    traj = sample(dpmpp_2m_rule(sde, euler_at_final=True), x0_fn, key, shape, grid,
                   return_trajectory=True)[1]["trajectory"]
     ddim = sample(ddim_rule(sde), eps, key, shape, grid[n - 1:], x_init=traj.x[n - 2])[0]
     np.testing.assert_allclose(traj.x[n - 1], ddim, rtol=1e-5, atol=1e-5)
-    plain = sample(dpmpp_2m_rule(sde, n_steps=n), x0_fn, key, shape, grid)[0]
+    plain = sample(dpmpp_2m_rule(sde), x0_fn, key, shape, grid)[0]
     assert float(jnp.max(jnp.abs(plain - traj.x[n - 1]))) > 1e-4
 
     # UniPC: the last step starts from the corrected point x_prev with the model output at the
     # PREDICTED point x (one NFE per step): x_u = (sigma_u / sigma_t) x_c + alpha_u (1 - e^{-h}) m.
-    traj = sample(unipc_rule(sde, n_steps=n, euler_at_final=True), x0_fn, key, shape, grid,
+    traj = sample(unipc_rule(sde, euler_at_final=True), x0_fn, key, shape, grid,
                   return_trajectory=True)[1]["trajectory"]
     t, u = grid[n - 1], grid[n]
     (_, s_t), (a_u, s_u) = sde.marginal_coeffs(t), sde.marginal_coeffs(u)
     h = 0.5 * (sde.log_snr(u) - sde.log_snr(t))
     first_order = (s_u / s_t) * traj.x_prev[n - 1] - a_u * jnp.expm1(-h) * x0_fn(traj.x[n - 2], t)
     np.testing.assert_allclose(traj.x[n - 1], first_order, rtol=1e-5, atol=1e-5)
-    plain = sample(unipc_rule(sde, n_steps=n), x0_fn, key, shape, grid)[0]
+    plain = sample(unipc_rule(sde, lower_order_final=False), x0_fn, key, shape, grid)[0]
+    np.testing.assert_allclose(sample(unipc_rule(sde), x0_fn, key, shape, grid)[0], traj.x[n - 1],
+                               rtol=1e-6, atol=1e-6)
     assert float(jnp.max(jnp.abs(plain - traj.x[n - 1]))) > 1e-4

@@ -35,14 +35,15 @@ import jax
 import jax.numpy as jnp
 from jax import Array, lax
 
-from diffjax._loss_parts import check_t_min as _check_t_min
-from diffjax._loss_parts import check_x0 as _check_x0
-from diffjax._loss_parts import finish as _finish
-from diffjax._loss_parts import sample_t as _sample_t
+from diffjax._validate import check_t_min as _check_t_min
+from diffjax.losses._scaffold import check_x0 as _check_x0
+from diffjax.losses._scaffold import finish as _finish
+from diffjax.losses._scaffold import sample_t as _sample_t
 from diffjax._validate import check_sde
 from diffjax.samplers._rule import StepRule, no_noise
-from diffjax.samplers.genie import _grid, ddim_gamma_coords, genie_derivative
+from diffjax.samplers.genie import ddim_gamma_coords, genie_derivative
 from diffjax.samplers.sequential import sample
+from diffjax.schedules import time_grid
 from diffjax.sde._base import batch_sum, broadcast_to_data
 
 __all__ = ["with_features", "mixed_derivative", "genie_head_apply", "genie_head_model",
@@ -295,7 +296,7 @@ def genie_head_rule(sde: Any, *, afs: bool = False, denoise: bool = False) -> St
         return ((x - sigma * eps) / alpha).astype(x.dtype)
 
     return StepRule(step=step, prior=sde.prior_sample, noise=no_noise, finalize=finalize,
-                    nfe_per_step=1, nfe_final=int(denoise) - int(afs))
+                    nfe_per_step=1, nfe_final=int(denoise) - int(afs), **StepRule.declare("eps_and_derivative", sde))
 
 
 def genie_head_sample(model_fn: Callable, sde: Any, *, key: Array, shape: tuple[int, ...], n_steps: int,
@@ -320,4 +321,4 @@ def genie_head_sample(model_fn: Callable, sde: Any, *, key: Array, shape: tuple[
       ValueError: unknown ``grid``, bad ``n_steps`` or ``t_min``.
     """
     rule = genie_head_rule(sde, afs=afs, denoise=denoise)
-    return sample(rule, model_fn, key, shape, _grid(grid, n_steps, t_min, sde.T))
+    return sample(rule, model_fn, key, shape, time_grid(n_steps, grid, t_min, sde.T, sde=sde))

@@ -14,12 +14,14 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from diffjax._validate import check_int, check_sde, concrete_float
+from diffjax._validate import check_sde, concrete_float
 
-__all__ = ["coords", "time_from_lambda", "phis", "prior", "check_rule_args", "effective_order",
+__all__ = ["coords", "time_from_lambda", "phis", "prior", "check_rule_args", "effective_order", "grid_counts",
            "LOWER_ORDER_FINAL_BELOW"]
 
-# Lu et al.'s lower-order final steps are used only below this many steps (as diffusers does).
+# DPM-Solver++'s lower-order final steps are used only below this many steps (diffusers'
+# DPMSolverMultistepScheduler: ``len(timesteps) < 15``, the step to sigma = 0 included; its
+# UniPCMultistepScheduler has no such threshold).
 LOWER_ORDER_FINAL_BELOW = 15
 _SERIES_BELOW = 0.05  # |h| below which the phi-coefficients use their Taylor series
 
@@ -70,29 +72,41 @@ def prior(sde: Any, sigma_max: Any):
     return edm_prior
 
 
-def check_rule_args(sde: Any, sigma_max: Any, n_steps: Any) -> Any:
+def check_rule_args(sde: Any, sigma_max: Any) -> Any:
     """Validate the common arguments; returns ``sigma_max`` as a float (or the tracer)."""
     if sde is not None:
         check_sde(sde, scalar=True)
-    if n_steps is not None:
-        check_int("n_steps", n_steps, 1)
     return concrete_float("sigma_max", sigma_max, lo=0.0, lo_open=True, allow_traced=True)
 
 
-def effective_order(order: int, step: Array, final: Array, *, lower_order_final: bool, euler_at_final: bool,
-                    n_steps: int | None) -> Array:
+def grid_counts(sde: Any, grid: Array) -> tuple[Array, Array]:
+    """``(n_steps, n_positive)`` (int32) of a grid: its steps of non-zero length (a repeated time is a
+    padding no-op) and those of them that end at a positive noise level (all but a final step to
+    ``sigma = 0``, where ``lambda = +inf``). Traced for a traced grid."""
+    grid = jnp.asarray(grid)
+    n_steps = jnp.sum(grid[1:] != grid[:-1]).astype(jnp.int32)
+    to_zero = ~jnp.isfinite(coords(sde, grid[-1])[2])
+    return n_steps, n_steps - to_zero.astype(jnp.int32)
+
+
+def effective_order(order: int, step: Array, final: Array, n_steps: Array, n_positive: Array, *,
+                    lower_order_final: bool, euler_at_final: bool, below: int | None) -> Array:
     """Order of a multistep rule at step ``step`` (int32, 0-based), selected with ``jnp.where``.
 
-    ``min(order, step + 1)`` (warm-up: only ``step`` earlier model outputs exist). With ``n_steps``
-    (the steps to the last POSITIVE noise level) given, ``lower_order_final`` caps it by
-    ``n_steps - step`` when ``n_steps < 15`` (Lu et al.'s lower-order final steps) and
-    ``euler_at_final`` makes step ``n_steps - 1`` first order whatever ``n_steps``. A step to
-    ``sigma = 0`` (``final``) is first order always: it is the denoising step ``x = alpha x0``.
+    ``min(order, step + 1)`` (warm-up: only ``step`` earlier model outputs exist). ``n_steps`` and
+    ``n_positive`` are :func:`grid_counts` of the grid (``-1``: unknown, then the two options below
+    are off). ``lower_order_final`` caps the order by ``n_steps - step`` (the last step first
+    order, the one before at most second order) when ``n_steps < below`` (``below=None``: always),
+    as diffusers' ``lower_order_final`` does. ``euler_at_final`` makes the last step to a
+    POSITIVE level (step ``n_positive - 1``) first order. A step to ``sigma = 0`` (``final``) is
+    first order always: it is the denoising step ``x = alpha x0``.
     """
     k = jnp.minimum(order, step + 1)
-    if n_steps is not None:
-        if lower_order_final and n_steps < LOWER_ORDER_FINAL_BELOW:
-            k = jnp.minimum(k, jnp.maximum(n_steps - step, 1))
-        if euler_at_final:
-            k = jnp.where(step >= n_steps - 1, 1, k)
+    if lower_order_final:
+        use = n_steps > 0
+        if below is not None:
+            use = use & (n_steps < below)
+        k = jnp.where(use, jnp.minimum(k, jnp.maximum(n_steps - step, 1)), k)
+    if euler_at_final:
+        k = jnp.where((n_positive > 0) & (step >= n_positive - 1), 1, k)
     return jnp.where(final, 1, k)

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import jax
 
-from diffjax._validate import check_int, check_sde, concrete_float
+from diffjax._validate import check_int, check_less, check_option, check_sde, concrete_float
 
 __all__ = ["solve_probability_flow"]
 
@@ -53,14 +53,12 @@ def solve_probability_flow(sde: Any, score_fn: Callable, x_T: Any, *, t0: float 
     import diffrax
 
     check_sde(sde, scalar=False)
-    if solver not in _SOLVERS:
-        raise ValueError(f"solver must be one of {sorted(_SOLVERS)}, got {solver!r}")
+    check_option("solver", solver, tuple(_SOLVERS))
     rtol = concrete_float("rtol", rtol, lo=0.0, lo_open=True, allow_traced=True)
     atol = concrete_float("atol", atol, lo=0.0, lo_open=True, allow_traced=True)
     check_int("max_steps", max_steps, 1)
     t0 = sde.T if t0 is None else t0
-    if isinstance(t0, (int, float)) and isinstance(t1, (int, float)) and not t1 < t0:
-        raise ValueError(f"need t1 < t0 (integration runs backwards), got t0={t0}, t1={t1}")
+    check_less("t1", t1, "t0", t0)  # integration runs backwards
     name, evals_per_step = _SOLVERS[solver]
 
     def vector_field(t, x, args):

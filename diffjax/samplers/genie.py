@@ -39,7 +39,7 @@ from jax import Array
 from diffjax._validate import check_sde
 from diffjax.samplers._rule import StepRule, no_noise
 from diffjax.samplers.sequential import sample
-from diffjax.schedules import quadratic_grid, uniform_grid
+from diffjax.schedules import time_grid
 from diffjax.sde._base import broadcast_to_data
 
 __all__ = ["genie_derivative", "genie_second_derivative", "genie_rule", "ttm3_rule", "genie", "ttm3",
@@ -139,7 +139,8 @@ def _taylor_rule(sde: Any, order: int, nfe: int) -> StepRule:
             xbar_n = xbar + h * eps + 0.5 * h**2 * d1 + (h**3 / 6.0) * d2
         return (alpha_n * xbar_n).astype(x.dtype)
 
-    return StepRule(step=step, prior=sde.prior_sample, noise=no_noise, nfe_per_step=nfe)
+    return StepRule(step=step, prior=sde.prior_sample, noise=no_noise, nfe_per_step=nfe,
+                    **StepRule.declare("eps", sde))
 
 
 def genie_rule(sde: Any) -> StepRule:
@@ -179,14 +180,6 @@ def ttm3_rule(sde: Any) -> StepRule:
     return _taylor_rule(sde, 3, 4)
 
 
-def _grid(kind: str, n_steps: int, t_min: float, T: float) -> Array:
-    if kind == "uniform":
-        return uniform_grid(n_steps, t_min, T)
-    if kind == "quadratic":
-        return quadratic_grid(n_steps, t_min, T)
-    raise ValueError(f"grid must be 'uniform' or 'quadratic', got {kind!r}")
-
-
 def genie(eps_fn: Callable, sde: Any, *, key: Array, shape: tuple[int, ...], n_steps: int,
           t_min: float = 1e-3, grid: str = "uniform") -> tuple[Array, dict]:
     """Sample with :func:`genie_rule` from ``T`` down to ``t_min`` (sequential executor).
@@ -198,7 +191,8 @@ def genie(eps_fn: Callable, sde: Any, *, key: Array, shape: tuple[int, ...], n_s
       shape: ``(batch, *data)``.
       n_steps: number of steps (static int).
       t_min: last time of the grid.
-      grid: ``"uniform"`` or ``"quadratic"`` striding (thesis §3.4.3.2.4).
+      grid: a :func:`diffjax.schedules.time_grid` kind: ``"uniform"``, ``"quadratic"`` striding
+        (thesis §3.4.3.2.4) or ``"log_snr"``.
 
     Returns:
       ``(samples, info)`` with ``info["nfe"]`` in forward-pass equivalents.
@@ -206,10 +200,10 @@ def genie(eps_fn: Callable, sde: Any, *, key: Array, shape: tuple[int, ...], n_s
     Raises:
       ValueError: on an unknown ``grid``, bad ``n_steps`` or ``t_min``.
     """
-    return sample(genie_rule(sde), eps_fn, key, shape, _grid(grid, n_steps, t_min, sde.T))
+    return sample(genie_rule(sde), eps_fn, key, shape, time_grid(n_steps, grid, t_min, sde.T, sde=sde))
 
 
 def ttm3(eps_fn: Callable, sde: Any, *, key: Array, shape: tuple[int, ...], n_steps: int,
          t_min: float = 1e-3, grid: str = "uniform") -> tuple[Array, dict]:
     """Sample with :func:`ttm3_rule`; arguments as in :func:`genie`."""
-    return sample(ttm3_rule(sde), eps_fn, key, shape, _grid(grid, n_steps, t_min, sde.T))
+    return sample(ttm3_rule(sde), eps_fn, key, shape, time_grid(n_steps, grid, t_min, sde.T, sde=sde))

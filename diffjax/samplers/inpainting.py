@@ -64,8 +64,8 @@ def inpaint_rule(rule: StepRule, sde: Any, x_known: Array, mask: Array) -> StepR
       mask: ``1`` (or ``True``) where ``x`` is known, ``0`` elsewhere; broadcastable to ``(batch, *data)``.
 
     Returns:
-      A :class:`StepRule` with the base rule's model, NFE and grid; its per-step noise is
-      ``(z_rule, z_known)``; the prior draw gets the noised known data at ``grid[0]`` (an ``x_init``
+      A :class:`StepRule` with the base rule's model (kind and adapter), NFE and grid checks; its
+      per-step noise is ``(z_rule, z_known)``; the prior draw gets the noised known data at ``grid[0]`` (an ``x_init``
       given to the executor is used as is); ``finalize`` returns the base rule's samples with ``x_known`` on the mask.
 
     Raises:
@@ -109,5 +109,5 @@ def inpaint_rule(rule: StepRule, sde: Any, x_known: Array, mask: Array) -> StepR
         out = rule.finalize(model_fn, state, t_last)
         return jnp.where(m, x_known, out).astype(out.dtype)
 
-    return StepRule(step=step, prior=prior, noise=noise, init=init, finalize=finalize,
-                    nfe_per_step=rule.nfe_per_step, nfe_final=rule.nfe_final)
+    # Everything else (NFE, model kind and adapter, grid direction, domain and length) is the base rule's.
+    return rule._replace(step=step, prior=prior, noise=noise, init=init, finalize=finalize)

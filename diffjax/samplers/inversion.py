@@ -18,19 +18,14 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
+from diffjax.samplers._rule import check_grid
 from diffjax.samplers.ode_rules import ddim_rule
 from diffjax.samplers.sequential import sample
 
 __all__ = ["ddim_invert", "ddim_reconstruct"]
-
-
-def _grid(grid: Array) -> Array:
-    grid = jnp.asarray(grid)
-    if grid.ndim != 1 or grid.shape[0] < 2:
-        raise ValueError(f"grid must be a 1-D array of at least 2 times, got shape {grid.shape}")
-    return grid
 
 
 def ddim_invert(eps_fn: Callable, sde: Any, x0: Array, grid: Array) -> tuple[Array, dict]:
@@ -48,17 +43,20 @@ def ddim_invert(eps_fn: Callable, sde: Any, x0: Array, grid: Array) -> tuple[Arr
       ``(x_T, info)``: the code at ``grid[0]`` (shape of ``x0``) and ``info["nfe"] = n``.
 
     Raises:
-      ValueError: on a grid that is not 1-D with at least 2 times.
+      ValueError: on a grid that is not a valid sampling grid of ``sde`` (1-D, at least 2 times,
+        decreasing inside ``[0, T]``, ``grid[-1] > 0``: :func:`~diffjax.samplers._rule.check_grid`).
       TypeError: if ``sde`` is not a scalar SDE.
     """
-    grid = _grid(grid)
-    x0 = jnp.asarray(x0)
-    return sample(ddim_rule(sde, 0.0), eps_fn, jax.random.PRNGKey(0), x0.shape, grid[::-1], x_init=x0)
+    rule = ddim_rule(sde, 0.0)
+    if check_grid(rule, grid)[1] is True and float(np.asarray(grid)[-1]) <= 0.0:
+        raise ValueError(f"grid[-1] must be > 0 for inversion (eps is evaluated there), got {grid[-1]}")
+    grid, x0 = jnp.asarray(grid), jnp.asarray(x0)
+    # The sampling grid read backwards, by the same rule declared to integrate upwards.
+    return sample(rule._replace(grid_direction=1), eps_fn, jax.random.PRNGKey(0), x0.shape, grid[::-1], x_init=x0)
 
 
 def ddim_reconstruct(eps_fn: Callable, sde: Any, x_T: Array, grid: Array) -> tuple[Array, dict]:
     """Decode a code ``x_T`` at ``grid[0]`` back to ``grid[-1]`` with deterministic DDIM (inverse of
     :func:`ddim_invert`); same arguments. Returns ``(x0_hat, info)``, ``info["nfe"] = n``."""
-    grid = _grid(grid)
-    x_T = jnp.asarray(x_T)
+    grid, x_T = jnp.asarray(grid), jnp.asarray(x_T)
     return sample(ddim_rule(sde, 0.0), eps_fn, jax.random.PRNGKey(0), x_T.shape, grid, x_init=x_T)

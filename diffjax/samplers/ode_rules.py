@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from diffjax._validate import check_sde, concrete_float
-from diffjax.samplers._rule import StepRule, gaussian_noise, no_noise
+from diffjax.samplers._rule import StepRule, gaussian_noise, no_noise, score_kind
 
 __all__ = ["probability_flow_euler_rule", "probability_flow_heun_rule", "ddim_rule"]
 
@@ -60,7 +60,8 @@ def probability_flow_euler_rule(sde: Any) -> StepRule:
         dt = t_next - t
         return _tmap(lambda s, d: s + dt * d, state, v)
 
-    return StepRule(step=step, prior=sde.prior_sample, noise=no_noise, nfe_per_step=1)
+    return StepRule(step=step, prior=sde.prior_sample, noise=no_noise, nfe_per_step=1,
+                    **StepRule.declare(score_kind(sde), sde))
 
 
 def probability_flow_heun_rule(sde: Any) -> StepRule:
@@ -87,7 +88,8 @@ def probability_flow_heun_rule(sde: Any) -> StepRule:
         v2 = _pf_velocity(sde, model_fn, pred, t_next)
         return _tmap(lambda s, a, b: s + (0.5 * h) * (a + b), state, v1, v2)
 
-    return StepRule(step=step, prior=sde.prior_sample, noise=no_noise, nfe_per_step=2)
+    return StepRule(step=step, prior=sde.prior_sample, noise=no_noise, nfe_per_step=2,
+                    **StepRule.declare(score_kind(sde), sde))
 
 
 def _coeffs(sde: Any, t: Array, s: Array):
@@ -110,17 +112,20 @@ def ddim_rule(sde: Any, eta: float = 0.0) -> StepRule:
     Args:
       sde: a scalar SDE (``marginal_coeffs``, ``log_snr``).
       eta: stochasticity in ``[0, 1]``; a concrete ``0`` gives a noise-free rule (``z`` is ``None``).
-        A traced ``eta`` is allowed (then noise is always drawn).
+        A traced ``eta`` is allowed (then noise is always drawn); a traced value outside ``[0, 1]``
+        (DDIM's ``sigma_s^2 = eta^2 (1 - r) sigma_s^2 <= sigma_s^2`` needs ``eta <= 1``) cannot raise
+        and makes every sample NaN instead of silently clamping the variance.
 
     Returns:
-      A :class:`StepRule`; ``model_fn`` is ``eps_fn(x, t)`` with ``x`` of shape ``(batch, *data)``.
+      A :class:`StepRule` (``model_kind="eps"``); ``model_fn`` is ``eps_fn(x, t)`` with ``x`` of shape
+      ``(batch, *data)``, or any model declared with :func:`diffjax.param.model` (converted with ``sde``).
 
     Raises:
       ValueError: if ``eta`` is outside ``[0, 1]`` or not finite.
       TypeError: if ``sde`` is not a scalar SDE.
     """
     check_sde(sde, scalar=True)
-    eta = concrete_float("eta", eta, lo=0.0, hi=1.0, allow_traced=True)
+    eta = concrete_float("eta", eta, lo=0.0, hi=1.0, allow_traced=True, poison_traced=True)
     deterministic = isinstance(eta, float) and eta == 0.0
 
     def step(model_fn, x, t, s, z):
@@ -134,4 +139,4 @@ def ddim_rule(sde: Any, eta: float = 0.0) -> StepRule:
         return alpha_s * x0 + keep * eps + c * z
 
     return StepRule(step=step, prior=sde.prior_sample, noise=no_noise if deterministic else gaussian_noise,
-                    nfe_per_step=1)
+                    nfe_per_step=1, **StepRule.declare("eps", sde))

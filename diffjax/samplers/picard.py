@@ -44,11 +44,18 @@ most advanced estimate, as ParaDiGMS does; copying the last converged state inst
 least one point per iteration, ``n_steps`` iterations always converge; ``max_iters`` caps them
 and ``info["converged"]`` says whether the end was reached (never a silent wrong answer).
 
-**Cost.** Picard trades rounds for work: ``iterations * window`` evaluations instead of
+**Tolerances under tracing.** ``tol`` and ``atol`` are traced (a new tolerance does not recompile).
+Concrete values are checked at call time; a *traced* value that is negative, NaN or infinite cannot
+be checked there, so it is replaced by ``0`` (the strictest criterion: the run iterates to the
+exact fixed point, it never accepts more) and ``info["tol_clamped"]`` is ``True``.
+
+**Cost and window.** Picard trades rounds for work: ``iterations * window`` evaluations instead of
 ``n_steps`` (1000-step DDPM, exact eps, whole-trajectory window: ~33 rounds, 33x the NFE). It
 pays off only where a window-sized batch costs about as much as a single step (accelerators below
-their throughput knee, see :func:`auto_window`); on CPU, or on forced host devices sharing the
-same cores, it is much slower than the sequential scan.
+their throughput knee); on CPU, or on forced host devices sharing the same cores, it is much slower
+than the sequential scan. The default window is the whole trajectory (``p = n_steps``, CDL §5.1),
+a fixed rule: nothing is timed unless the caller asks for ``window="auto"``, which measures the
+knee with :func:`diffjax.samplers.tuning.auto_window` (this module only iterates).
 """
 
 from __future__ import annotations
@@ -56,7 +63,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import time
 from typing import Any, Callable, Sequence
 
 import jax
@@ -65,16 +71,18 @@ import numpy as np
 from jax import Array, lax
 from jax.sharding import Mesh, PartitionSpec
 
-from diffjax.samplers._rule import StepRule, _check_grid, prepare
-from diffjax.samplers.sequential import sample as _sequential_sample
+from diffjax._validate import check_int, check_option, concrete_float
+from diffjax.samplers._rule import StepRule, check_grid, final_nfe, prepare, resolve_model
+from diffjax.samplers.sequential import sample as sequential_sample
 
-__all__ = ["picard_sample", "auto_window"]
+__all__ = ["picard_sample", "window_mesh", "window_evaluator", "precision_context", "PRECISIONS"]
 
 _tmap = jax.tree_util.tree_map
 _leaves = jax.tree_util.tree_leaves
 
-_PRECISIONS = (None, "default", "high", "highest", "bfloat16", "tensorfloat32", "float32",
-               "bfloat16_3x", "ANY_F8_ANY_F8_F32", "F16_F16_F32", "BF16_BF16_F32")
+#: Accepted ``precision`` values (``jax.default_matmul_precision`` names; ``None``: unchanged).
+PRECISIONS = (None, "default", "high", "highest", "bfloat16", "tensorfloat32", "float32",
+              "bfloat16_3x", "ANY_F8_ANY_F8_F32", "F16_F16_F32", "BF16_BF16_F32")
 
 
 # -- helpers ------------------------------------------------------------------------------------------
@@ -169,7 +177,12 @@ def _exclusive_cumsum(r: Array) -> Array:
     return jnp.concatenate([jnp.zeros_like(r[:1]), jnp.cumsum(r[:-1], axis=0)], axis=0)
 
 
-def _window_mesh(mesh: Mesh | None, devices: Sequence[Any] | None) -> Mesh | None:
+def window_mesh(mesh: Mesh | None, devices: Sequence[Any] | None) -> Mesh | None:
+    """The mesh the window axis is sharded over (``None``: one device).
+
+    Raises:
+      ValueError: both ``mesh`` and ``devices``; an empty ``devices``; ``mesh`` not a ``Mesh``.
+    """
     if mesh is not None and devices is not None:
         raise ValueError("pass at most one of mesh and devices")
     if devices is not None:
@@ -186,8 +199,8 @@ def _window_mesh(mesh: Mesh | None, devices: Sequence[Any] | None) -> Mesh | Non
     return mesh
 
 
-def _window_eval(rule: StepRule, model_fn: Callable, mesh: Mesh | None) -> Callable:
-    """``(states (p, ...), t (p,), t_next (p,), z (p, ...)) -> F(states) (p, ...)``: one batch.
+def window_evaluator(rule: StepRule, model_fn: Callable, mesh: Mesh | None) -> Callable:
+    """``(states (p, ...), t (p,), t_next (p,), z (p, ...)) -> F(states) (p, ...)``: one window as one batch.
 
     With a mesh, the window axis is split across all its devices with ``jax.shard_map``.
     """
@@ -198,68 +211,80 @@ def _window_eval(rule: StepRule, model_fn: Callable, mesh: Mesh | None) -> Calla
     return jax.shard_map(f, mesh=mesh, in_specs=(spec,) * 4, out_specs=spec)
 
 
-def _precision_ctx(precision: str | None):
+def precision_context(precision: str | None):
+    """``jax.default_matmul_precision(precision)``, or no change for ``None``."""
     return contextlib.nullcontext() if precision is None else jax.default_matmul_precision(precision)
 
 
 # -- the jitted loop ----------------------------------------------------------------------------------
 
+def _clamp_tolerances(tol: Any, atol: Any) -> tuple[Array, Array, Array]:
+    """``(tol, atol, clamped)``: a negative, NaN or infinite (traced) tolerance is replaced by ``0``.
+
+    Concrete values were rejected before (``picard_sample``), so ``clamped`` can only be ``True``
+    for traced ones; ``0`` is the strictest criterion (iterate to the exact fixed point).
+    """
+    fdt = jnp.result_type(float)
+    tol, atol = jnp.asarray(tol, fdt), jnp.asarray(atol, fdt)
+    ok_tol, ok_atol = (tol >= 0) & jnp.isfinite(tol), (atol >= 0) & jnp.isfinite(atol)
+    return jnp.where(ok_tol, tol, 0.0), jnp.where(ok_atol, atol, 0.0), ~(ok_tol & ok_atol)
+
+
+def _sweep(c, *, evaluate, carry, thresh, t0, t1, zs, n, p):
+    """One Picard iteration over the window of steps ``ws .. ws+p-1`` (``ws = min(s, n - p)``).
+
+    ``c = (buf, s, frontier, k, res)``: the ``(n + 1, ...)`` trajectory buffer, the anchor (last
+    converged point), the most advanced point reached, the iteration count and the residuals.
+    """
+    buf, s, frontier, k, res = c
+    ws = jnp.minimum(s, n - p)                      # window = steps ws .. ws+p-1
+    win = _slice(buf, ws, p + 1)                    # points ws .. ws+p
+    # Points never reached by a window start as the most advanced state (the frontier).
+    fresh = ws + jnp.arange(p + 1) > frontier
+    front = _tmap(lambda l: l[frontier - ws], win)
+    win = _mask(fresh, _tmap(lambda f, l: jnp.broadcast_to(f, l.shape), front, win), win)
+    x_in = _tmap(lambda l: l[:-1], win)
+    x_old = _tmap(lambda l: l[1:], win)
+    y = evaluate(x_in, lax.dynamic_slice_in_dim(t0, ws, p), lax.dynamic_slice_in_dim(t1, ws, p), _slice(zs, ws, p))
+    active = ws + jnp.arange(p) >= s                # step i is active iff it produces a point > s
+    # Defect form of the Picard update: x_{i+1} = F_i(x_i) + sum_{s<=j<i} (F_j(x_j) - x_{j+1}).
+    r = _mask(active, _tmap(jnp.subtract, y, x_old), _tmap(jnp.zeros_like, x_old))
+    upd = [jnp.where(keep, a + _exclusive_cumsum(b), a) for keep, a, b in zip(carry, _leaves(y), _leaves(r))]
+    x_new = _mask(active, jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(y), upd), x_old)
+    err = jnp.where(active, _point_error(x_new, x_old), 0.0)
+    bad = active & ~(err <= lax.dynamic_slice_in_dim(thresh, ws, p))   # NaN counts as bad
+    s_new = jnp.where(jnp.any(bad), ws + jnp.argmax(bad) + 1, ws + p)
+    buf = _tmap(lambda b, w: lax.dynamic_update_slice_in_dim(b, w, ws + 1, axis=0), buf, x_new)
+    res = res.at[k].set(jnp.sqrt(jnp.max(err)))
+    return buf, s_new, ws + p, k + 1, res
+
+
 @functools.partial(jax.jit, static_argnames=("rule", "model_fn", "shape", "window", "max_iters", "mesh",
                                              "return_trajectory", "precision"))
 def _picard(key, grid, tol, atol, x_init, *, rule, model_fn, shape, window, max_iters, mesh,
             return_trajectory, precision):
-    with _precision_ctx(precision):
+    model_fn = resolve_model(rule, model_fn)
+    with precision_context(precision):
         state0, zs, n = prepare(rule, model_fn, key, shape, grid, x_init)
         p = window
         t0, t1 = grid[:-1], grid[1:]
-        fdt = jnp.result_type(float)
         var = _noise_variance(rule, model_fn, state0, t0, t1, zs, chunk=p)
         carry = _carries(rule, model_fn, state0, t0[0], t1[0], _tmap(lambda l: l[0], zs))
-        thresh = jnp.maximum(jnp.asarray(tol, fdt) ** 2 * var, jnp.asarray(atol, fdt) ** 2)
+        tol, atol, clamped = _clamp_tolerances(tol, atol)
+        body = functools.partial(_sweep, evaluate=window_evaluator(rule, model_fn, mesh), carry=carry,
+                                 thresh=jnp.maximum(tol**2 * var, atol**2), t0=t0, t1=t1, zs=zs, n=n, p=p)
         buf = _tmap(lambda l: jnp.broadcast_to(l, (n + 1,) + jnp.shape(l)), state0)
-        evaluate = _window_eval(rule, model_fn, mesh)
-        pos = jnp.arange(p)
-
-        def cond(c):
-            _, s, _, k, _ = c
-            return (s < n) & (k < max_iters)
-
-        def body(c):
-            buf, s, frontier, k, res = c
-            ws = jnp.minimum(s, n - p)                      # window = steps ws .. ws+p-1
-            win = _slice(buf, ws, p + 1)                    # points ws .. ws+p
-            # Points never reached by a window start as the most advanced state (the frontier).
-            fresh = ws + jnp.arange(p + 1) > frontier
-            front = _tmap(lambda l: l[frontier - ws], win)
-            win = _mask(fresh, _tmap(lambda f, l: jnp.broadcast_to(f, l.shape), front, win), win)
-            x_in = _tmap(lambda l: l[:-1], win)
-            x_old = _tmap(lambda l: l[1:], win)
-            y = evaluate(x_in, lax.dynamic_slice_in_dim(t0, ws, p), lax.dynamic_slice_in_dim(t1, ws, p),
-                         _slice(zs, ws, p))
-            active = ws + pos >= s                          # step i is active iff it produces a point > s
-            # Defect form of the Picard update: x_{i+1} = F_i(x_i) + sum_{s<=j<i} (F_j(x_j) - x_{j+1}).
-            r = _mask(active, _tmap(jnp.subtract, y, x_old), _tmap(jnp.zeros_like, x_old))
-            upd = [jnp.where(c, a + _exclusive_cumsum(b), a) for c, a, b in zip(carry, _leaves(y), _leaves(r))]
-            x_new = _mask(active, jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(y), upd), x_old)
-            err = jnp.where(active, _point_error(x_new, x_old), 0.0)
-            bad = active & ~(err <= lax.dynamic_slice_in_dim(thresh, ws, p))   # NaN counts as bad
-            s_new = jnp.where(jnp.any(bad), ws + jnp.argmax(bad) + 1, ws + p)
-            buf = _tmap(lambda b, w: lax.dynamic_update_slice_in_dim(b, w, ws + 1, axis=0), buf, x_new)
-            res = res.at[k].set(jnp.sqrt(jnp.max(err)))
-            return buf, s_new, ws + p, k + 1, res
-
-        init = (buf, jnp.asarray(0, jnp.int32), jnp.asarray(0, jnp.int32), jnp.asarray(0, jnp.int32),
-                jnp.full((max_iters,), jnp.nan, fdt))
-        buf, s, _, k, res = lax.while_loop(cond, body, init)
-        final = _tmap(lambda l: l[n], buf)
-        samples = rule.finalize(model_fn, final, grid[-1])
+        zero = jnp.asarray(0, jnp.int32)
+        init = (buf, zero, zero, zero, jnp.full((max_iters,), jnp.nan, jnp.result_type(float)))
+        buf, s, _, k, res = lax.while_loop(lambda c: (c[1] < n) & (c[3] < max_iters), body, init)
+        samples = rule.finalize(model_fn, _tmap(lambda l: l[n], buf), grid[-1])
     info = {
         "iterations": k,
-        "rounds": k,
-        "nfe": k * (p * rule.nfe_per_step) + rule.nfe_final,
+        "nfe": k * (p * rule.nfe_per_step) + final_nfe(rule, grid),
         "residuals": res,
         "converged": s >= n,
         "noise_var": var,
+        "tol_clamped": clamped,
     }
     if return_trajectory:
         info["trajectory"] = _tmap(lambda l: l[1:], buf)
@@ -268,107 +293,36 @@ def _picard(key, grid, tol, atol, x_init, *, rule, model_fn, shape, window, max_
 
 @functools.partial(jax.jit, static_argnames=("rule", "model_fn", "shape", "return_trajectory"))
 def _sequential(key, grid, x_init, *, rule, model_fn, shape, return_trajectory):
-    return _sequential_sample(rule, model_fn, key, shape, grid, x_init=x_init, return_trajectory=return_trajectory)
-
-
-# -- window sizing ------------------------------------------------------------------------------------
-
-_AUTO_CACHE: dict = {}
-
-
-def _time_window(rule, model_fn, state0, t0, t1, zs, k, mesh, precision, budget_s):
-    """Seconds per evaluation of a ``k``-point window (dispatch amortised over repeats in one jit)."""
-    evaluate = _window_eval(rule, model_fn, mesh)
-    xs = _tmap(lambda l: jnp.broadcast_to(l, (k,) + jnp.shape(l)), state0)
-    tk, t1k, zk = t0[:k], t1[:k], _tmap(lambda l: l[:k], zs)
-
-    @jax.jit
-    def run(x, reps):
-        with _precision_ctx(precision):
-            return lax.fori_loop(0, reps, lambda _, x: evaluate(x, tk, t1k, zk), x)
-
-    jax.block_until_ready(run(xs, 1))
-    t = time.perf_counter()
-    jax.block_until_ready(run(xs, 1))
-    once = max(time.perf_counter() - t, 1e-7)
-    reps = int(min(max(0.02 / once, 1), 50))
-    best = math.inf
-    for _ in range(3):
-        t = time.perf_counter()
-        jax.block_until_ready(run(xs, reps))
-        best = min(best, (time.perf_counter() - t) / reps)
-        if best * reps > budget_s:
-            break
-    return best
-
-
-def auto_window(rule: StepRule, model_fn: Callable, shape: tuple[int, ...], grid: Array, *,
-                mesh: Mesh | None = None, devices: Sequence[Any] | None = None, precision: str | None = None,
-                growth: float = 1.15, min_gain: float = 3.0, key: Array | None = None) -> int:
-    """Window size at the device's throughput knee, measured once and cached.
-
-    Times one batched window evaluation for ``p = d, 2d, 4d, ... <= n_steps`` (``d`` devices; the
-    model really runs, with the dispatch overhead amortised over repeats inside one ``jit``) and
-    returns the last ``p`` whose rows/s grew by at least ``growth`` over the previous candidate:
-    beyond the knee a larger window costs proportionally more time per Picard iteration but saves
-    few iterations. Returns ``1`` (meaning: use the sequential executor) when the batching gain at
-    the knee, ``p * time(1) / time(p)``, is below ``min_gain``: Picard then cannot beat the
-    sequential sampler, which it needs about ``n_steps / p`` times ``2-3`` fewer rounds for.
-
-    Cached per ``(device kind, device count, shape, dtype, n_steps, id(rule), id(model_fn),
-    precision)``; the probe runs outside ``jit`` (it needs concrete timings).
-
-    Returns:
-      The window size, a multiple of the device count (or ``1``).
-    """
-    n = _check_grid(grid)
-    mesh = _window_mesh(mesh, devices)
-    ndev = 1 if mesh is None else mesh.size
-    dev = jax.devices()[0] if mesh is None else mesh.devices.flat[0]
-    cache_key = (dev.device_kind, ndev, tuple(shape), n, id(rule), id(model_fn), precision)
-    if cache_key in _AUTO_CACHE:
-        return _AUTO_CACHE[cache_key]
-    key = jax.random.PRNGKey(0) if key is None else key
-    grid = jnp.asarray(grid)
-    state0, zs, _ = prepare(rule, model_fn, key, tuple(shape), grid)
-    t0, t1 = grid[:-1], grid[1:]
-    base = _time_window(rule, model_fn, state0, t0, t1, zs, 1, None, precision, 0.5)
-    candidates = [ndev * 2**j for j in range(64) if ndev * 2**j <= n]
-    if n % ndev == 0 and (not candidates or candidates[-1] != n):
-        candidates.append(n)
-    best_p, best_rate = 1, 1.0 / base
-    for p in candidates:
-        rate = best_rate if p == 1 else p / _time_window(rule, model_fn, state0, t0, t1, zs, p, mesh, precision, 0.5)
-        if best_p == 1 and ndev > 1 and p == candidates[0]:
-            best_p, best_rate = p, rate            # the smallest window the devices allow
-        elif rate >= growth * best_rate:
-            best_p, best_rate = p, rate
-        else:
-            break                                  # past the knee
-    gain = best_rate * base
-    choice = best_p if gain >= min_gain and best_p > 1 else 1
-    _AUTO_CACHE[cache_key] = choice
-    return choice
+    return sequential_sample(rule, model_fn, key, shape, grid, x_init=x_init, return_trajectory=return_trajectory)
 
 
 # -- public entry point -------------------------------------------------------------------------------
 
-def _check_tol(name: str, value: Any) -> None:
-    if isinstance(value, jax.core.Tracer):
-        return
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real scalar >= 0, got {value!r}") from None
-    if not (v >= 0 and math.isfinite(v)):
-        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+def _check_tolerance(name: str, value: Any) -> Any:
+    """A scalar; a concrete one is finite and ``>= 0`` (returned as a float), a traced one passes."""
+    if jnp.ndim(value) != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {jnp.shape(value)}")
+    return concrete_float(name, value, lo=0.0, allow_traced=True)
+
+
+def _check_window(window: Any, n: int, ndev: int) -> int | str:
+    """The window size ``p`` (``None`` -> ``n``), or ``"auto"``; ``p`` must be a multiple of ``ndev``."""
+    if isinstance(window, str):
+        check_option("window", window, ("auto",))
+        return window
+    p = n if window is None else check_int("window", window)
+    if p > n:
+        raise ValueError(f"window must be None, 'auto' or an int in [1, n_steps={n}], got {window!r}")
+    if p % ndev:
+        raise ValueError(f"window={p} must be a multiple of the number of devices ({ndev}) it is sharded over")
+    return p
 
 
 def picard_sample(rule: StepRule, model_fn: Callable, key: Array, shape: tuple[int, ...], grid: Array, *,
-                  window: int | str | None = "auto", tol: float = 0.02, atol: float = 1e-5,
+                  window: int | str | None = None, tol: float = 0.02, atol: float = 1e-5,
                   max_iters: int | None = None, mesh: Mesh | None = None,
                   devices: Sequence[Any] | None = None, x_init: Any = None, return_trajectory: bool = False,
-                  precision: str | None = None) -> tuple[Any, dict]:
+                  precision: str | None = None, window_cache: Any = None) -> tuple[Any, dict]:
     """Sample with ``rule`` along ``grid`` by sliding-window Picard iteration (parallel in time).
 
     Solves the whole trajectory ``x_{i+1} = rule.step(model_fn, x_i, t_i, t_{i+1}, z_i)`` as the
@@ -382,7 +336,7 @@ def picard_sample(rule: StepRule, model_fn: Callable, key: Array, shape: tuple[i
     ``(rule, model_fn, shape, window, max_iters, mesh, precision)``; ``key``, ``grid``, ``tol`` and
     ``atol`` are traced. Pass the same ``model_fn`` object to reuse the compilation (a fresh closure
     recompiles; to vary network parameters without recompiling, call this inside your own
-    ``jax.jit`` with the parameters as arguments).
+    ``jax.jit`` with the parameters as arguments, with an integer or ``None`` window).
 
     Devices: ``devices=jax.devices()`` (or a ``Mesh``, all of whose axes are used) shards the
     window axis with ``jax.shard_map``; ``window`` must then be a multiple of the device count.
@@ -398,74 +352,70 @@ def picard_sample(rule: StepRule, model_fn: Callable, key: Array, shape: tuple[i
 
     Args:
       rule: a :class:`~diffjax.samplers._rule.StepRule` (state may be a pytree, e.g. CLD's ``(x, v)``).
-      model_fn: the model the rule expects (score, eps or denoiser function).
+      model_fn: the model: a bare callable of the rule's kind, or a declared
+        :func:`diffjax.param.model` (converted to the rule's kind, as in the sequential executor).
       key: PRNG key; fixes the prior draw and every step's noise (as in the sequential executor).
       shape: sample shape ``(batch, *data)`` (static).
       grid: ``(n_steps + 1,)`` times (or sigmas for EDM rules), in integration order.
-      window: static window size ``p`` (``1 <= p <= n_steps``); ``None`` = all steps (as in CDL
-        §5.1); ``"auto"`` = :func:`auto_window` (throughput knee of this device, cached); when it
-        finds no batching gain, the sequential executor runs instead (``info["window"] == 1``), so
-        ``"auto"`` (the default) is never much slower than sequential sampling.
+      window: static window size ``p`` (an int in ``[1, n_steps]``). ``None`` (the default): the
+        whole trajectory, ``p = n_steps`` (CDL §5.1), a fixed rule that times nothing. ``"auto"``:
+        ``p`` = :func:`diffjax.samplers.tuning.auto_window` (this device's throughput knee,
+        *measured*: seconds per call, outside ``jit`` only); when it finds no batching gain the
+        sequential executor runs instead (``info["window"] == 1``).
       tol: ParaDiGMS tolerance ``>= 0``: a point is converged when its mean-square change (max over
         the batch) is ``<= tol^2 sigma_i^2``, ``sigma_i^2`` the variance of step ``i``'s noise.
       atol: absolute floor ``>= 0`` on the RMS change (the criterion of deterministic rules).
+        A traced ``tol``/``atol`` that is negative, NaN or infinite is replaced by ``0`` and flagged
+        in ``info["tol_clamped"]`` (module docstring).
       max_iters: cap on Picard iterations (static; default ``n_steps``, which always suffices).
       mesh, devices: shard the window axis over these devices (at most one of them).
       x_init: optional initial state replacing the prior draw.
       return_trajectory: also return every state after each step (leading ``(n_steps,)`` axis).
       precision: optional matmul precision for the model evaluations (static).
+      window_cache: a :class:`~diffjax.samplers.tuning.WindowCache` that keeps the ``"auto"``
+        measurement between calls (without one, ``"auto"`` measures on every call); ignored for
+        other windows.
 
     Returns:
       ``(samples, info)`` with ``info`` entries ``iterations`` (Picard iterations = sequential
-      rounds of batched model calls, also under ``rounds``), ``nfe`` (model evaluations per sample
-      summed over iterations: ``iterations * window * nfe_per_step + nfe_final``), ``residuals``
-      (``(max_iters,)`` max RMS change per iteration, NaN after the last), ``converged`` (bool: the
-      anchor reached the end within ``max_iters``; if ``False`` the samples are NOT the sequential
-      ones), ``noise_var`` (``(n_steps,)`` measured ``sigma_i^2``), ``window`` (``p``, a Python int)
-      and, if asked, ``trajectory``.
+      rounds of batched model calls), ``nfe`` (model evaluations per sample summed over iterations:
+      ``iterations * window * nfe_per_step + nfe_final``), ``residuals`` (``(max_iters,)`` max RMS
+      change per iteration, NaN after the last), ``converged`` (bool: the anchor reached the end
+      within ``max_iters``; if ``False`` the samples are NOT the sequential ones), ``noise_var``
+      (``(n_steps,)`` measured ``sigma_i^2``; absent after an ``"auto"`` fallback to sequential),
+      ``tol_clamped`` (bool: a traced tolerance was invalid and replaced by 0), ``window`` (``p``,
+      a Python int) and, if asked, ``trajectory``.
 
     Raises:
-      ValueError: bad ``grid``; ``window`` not an int in ``[1, n_steps]``, ``None`` or ``"auto"``;
-        ``window`` not a multiple of the device count; negative ``tol``/``atol``; ``max_iters < 1``;
-        both ``mesh`` and ``devices``; unknown ``precision``.
+      ValueError: bad ``grid`` (:func:`~diffjax.samplers._rule.check_grid`), ``shape``, ``x_init`` or
+        model output shape (:func:`~diffjax.samplers._rule.prepare`); ``window`` not an int in
+        ``[1, n_steps]``, ``None`` or ``"auto"``; ``window`` not a multiple of the device count; a
+        concrete ``tol``/``atol`` negative, NaN or infinite, or a non-scalar one; ``max_iters`` not an int ``>= 1``; both ``mesh`` and
+        ``devices``; unknown ``precision``.
 
     References:
       Shih, Belkhale, Ermon, Sadigh, Anari, "Parallel Sampling of Diffusion Models" (NeurIPS 2023).
     """
     grid = jnp.asarray(grid)
-    n = _check_grid(grid)
+    n, _ = check_grid(rule, grid)
     shape = tuple(int(d) for d in shape)
-    if precision not in _PRECISIONS:
-        raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
-    _check_tol("tol", tol)
-    _check_tol("atol", atol)
-    if max_iters is None:
-        max_iters = n
-    if not isinstance(max_iters, (int, np.integer)) or isinstance(max_iters, bool) or max_iters < 1:
-        raise ValueError(f"max_iters must be a Python int >= 1, got {max_iters!r}")
-    if not (window is None or isinstance(window, str) or isinstance(window, (int, np.integer))) or (
-            isinstance(window, str) and window != "auto"):
-        raise ValueError(f"window must be None, 'auto' or an int in [1, n_steps={n}], got {window!r}")
-    mesh = _window_mesh(mesh, devices)
-    ndev = 1 if mesh is None else mesh.size
-    if window == "auto":
-        p = auto_window(rule, model_fn, shape, grid, mesh=mesh, precision=precision)
+    check_option("precision", precision, PRECISIONS)
+    tol, atol = _check_tolerance("tol", tol), _check_tolerance("atol", atol)
+    max_iters = n if max_iters is None else check_int("max_iters", max_iters)
+    mesh = window_mesh(mesh, devices)
+    p = _check_window(window, n, 1 if mesh is None else mesh.size)
+    if p == "auto":
+        from diffjax.samplers.tuning import auto_window  # noqa: PLC0415 (tuning imports this module)
+
+        p = auto_window(rule, model_fn, shape, grid, mesh=mesh, precision=precision, cache=window_cache)
         if p == 1:
             samples, info = _sequential(key, grid, x_init, rule=rule, model_fn=model_fn, shape=shape,
                                         return_trajectory=return_trajectory)
-            info.update(iterations=jnp.asarray(n), rounds=jnp.asarray(n), converged=jnp.asarray(True),
-                        residuals=jnp.full((max_iters,), jnp.nan), window=1)
+            info.update(iterations=jnp.asarray(n), converged=jnp.asarray(True), window=1,
+                        residuals=jnp.full((max_iters,), jnp.nan), tol_clamped=_clamp_tolerances(tol, atol)[2])
             return samples, info
-    elif window is None:
-        p = n
-    elif isinstance(window, (int, np.integer)) and not isinstance(window, bool) and 1 <= window <= n:
-        p = int(window)
-    else:
-        raise ValueError(f"window must be None, 'auto' or an int in [1, n_steps={n}], got {window!r}")
-    if p % ndev:
-        raise ValueError(f"window={p} must be a multiple of the number of devices ({ndev}) it is sharded over")
     samples, info = _picard(key, grid, tol, atol, x_init, rule=rule, model_fn=model_fn, shape=shape, window=p,
-                            max_iters=int(max_iters), mesh=mesh, return_trajectory=return_trajectory,
+                            max_iters=max_iters, mesh=mesh, return_trajectory=return_trajectory,
                             precision=precision)
     info["window"] = p
     return samples, info

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from diffjax._validate import check_int, check_sde, concrete_float
-from diffjax.samplers._rule import StepRule, gaussian_noise
+from diffjax.samplers._rule import StepRule, gaussian_noise, score_kind
 from diffjax.samplers.ode_rules import _coeffs
 
 __all__ = ["euler_maruyama_rule", "predictor_corrector_rule", "ddpm_rule"]
@@ -46,7 +46,8 @@ def euler_maruyama_rule(sde: Any) -> StepRule:
         sq = jnp.sqrt(-h)
         return _tmap(lambda s, d, n: s + h * d + sq * n, state, drift, noise)
 
-    return StepRule(step=step, prior=sde.prior_sample, noise=gaussian_noise, nfe_per_step=1)
+    return StepRule(step=step, prior=sde.prior_sample, noise=gaussian_noise, nfe_per_step=1,
+                    **StepRule.declare(score_kind(sde), sde))
 
 
 def _mean_norm(x):
@@ -65,7 +66,8 @@ def predictor_corrector_rule(sde: Any, snr: float = 0.16, n_corrector: int = 1) 
 
     Args:
       sde: a scalar SDE.
-      snr: target signal-to-noise ratio of the corrector, ``> 0``.
+      snr: target signal-to-noise ratio of the corrector, ``> 0`` (a traced value that is not makes
+        the samples NaN).
       n_corrector: Langevin steps per grid time (Python int ``>= 0``; ``0`` is plain EM).
 
     Returns:
@@ -78,7 +80,7 @@ def predictor_corrector_rule(sde: Any, snr: float = 0.16, n_corrector: int = 1) 
       TypeError: if ``sde`` is not a scalar SDE.
     """
     check_sde(sde, scalar=True)
-    snr = concrete_float("snr", snr, lo=0.0, lo_open=True, allow_traced=True)
+    snr = concrete_float("snr", snr, lo=0.0, lo_open=True, allow_traced=True, poison_traced=True)
     n_corrector = check_int("n_corrector", n_corrector, 0)
 
     def noise(key, shape):
@@ -96,7 +98,8 @@ def predictor_corrector_rule(sde: Any, snr: float = 0.16, n_corrector: int = 1) 
         x = x + h * sde.reverse_drift(x, t, model_fn(x, t)) + jnp.sqrt(-h) * sde.diffusion_apply(t, z_pred)
         return x
 
-    return StepRule(step=step, prior=sde.prior_sample, noise=noise, nfe_per_step=1 + n_corrector)
+    return StepRule(step=step, prior=sde.prior_sample, noise=noise, nfe_per_step=1 + n_corrector,
+                    **StepRule.declare("score", sde))
 
 
 def ddpm_rule(sde: Any) -> StepRule:
@@ -131,5 +134,6 @@ def ddpm_rule(sde: Any) -> StepRule:
         mean = (r * alpha_s / alpha_t) * x + (one_minus_r * alpha_s) * x0
         return mean + sigma_s * jnp.sqrt(one_minus_r) * z
 
-    return StepRule(step=step, prior=sde.prior_sample, noise=gaussian_noise, nfe_per_step=1)
+    return StepRule(step=step, prior=sde.prior_sample, noise=gaussian_noise, nfe_per_step=1,
+                    **StepRule.declare("eps", sde))
 

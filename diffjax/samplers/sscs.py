@@ -15,13 +15,15 @@ per data dimension, ``k = 2 beta h / Gamma`` (critical damping ``M = Gamma^2 / 4
     Sigma_vv = Gamma^2/4 (-expm1(-2k) + e^{-2k} (2k - 2k^2))                              (eq. 2.93)
 
 (eqs. 2.90-2.93 with the common factor ``e^{-4 beta h / Gamma}`` multiplied in, which avoids
-``e^{+4 beta h/Gamma}`` overflow). ``P3`` cancels catastrophically for small steps
-(``P3(y) ~ y^3/6``), so below ``y = 1`` it is evaluated by its Taylor series (double-``where``
-so gradients stay finite on both branches). The noise uses the Cholesky factor
-``L = [[sqrt(Sxx), 0], [Sxv / sqrt(Sxx), sqrt(det / Sxx)]]`` with the cancellation-free
-determinant ``det = Gamma^2 (e^{-k} s1)(e^{-k} s1 + 2 k e^{-k})``, ``s1 = sinh(k) - k`` (also a
-series for small ``k``). All of this is accurate in float32 for steps down to ``dt = 1e-8`` and
-below (see tests).
+``e^{+4 beta h/Gamma}`` overflow). This is CLD's forward perturbation kernel from ``Sigma_0 = 0``
+after the time ``h`` (``tau = k``, thesis eqs. 2.31-2.36) conjugated by ``v -> -v`` (the Hamiltonian
+part runs backwards): same ``Sigma_xx``, ``Sigma_vv`` and determinant, negated ``Sigma_xv`` and
+off-diagonal mean coefficients. So the half-step reuses CLD's float32-stable forms from
+:mod:`diffjax.sde._series`: ``P3`` (``~ y^3/6``, cancels for small steps) and the determinant
+``det = Gamma^2 e^{-2k} s1 (s1 + 2k)``, ``s1 = sinh(k) - k``, by Taylor series below ``2k = 1``
+(double-``where``, finite gradients on both branches), and the NaN-safe Cholesky factor
+``L = [[sqrt(Sxx), 0], [Sxv / sqrt(Sxx), sqrt(det / Sxx)]]``. All of this is accurate in float32
+for steps down to ``dt = 1e-8`` and below (see tests).
 
 Score time: as in Alg. 1 the score is evaluated at the start time ``t`` of the step (on the
 half-stepped state). Final denoising (Alg. 1 last line, thesis eq. 2.112): ``x_0 = x_eps - eps beta
@@ -39,47 +41,10 @@ from jax import Array
 
 from diffjax.samplers._rule import StepRule
 from diffjax.samplers.sequential import sample
-from diffjax.schedules import quadratic_grid, uniform_grid
+from diffjax.schedules import time_grid
+from diffjax.sde._series import cholesky_2x2, kernel_cov, transition_mean
 
 __all__ = ["sscs_rule", "sscs", "ou_half_step_moments", "ou_half_step"]
-
-_SWITCH = 1.0  # series below y = 2k < 1 (P3) and k < 1 (sinh(k) - k)
-
-
-def _series(z: Array, start: int, stride: int, n_terms: int) -> Array:
-    """``sum_{j < n_terms} z^(start + stride j) / (start + stride j)!`` (Horner form)."""
-    powers = [start + stride * j for j in range(n_terms)]
-    # sum_j z^{p_j}/p_j! = z^{p_0}/p_0! (1 + z^s/((p0+1)...(p0+s)) (1 + ...))
-    acc = jnp.ones_like(z)
-    for p in reversed(powers[1:]):
-        denom = 1.0
-        for q in range(p - stride + 1, p + 1):
-            denom *= q
-        acc = 1.0 + acc * z**stride / denom
-    fact = 1.0
-    for q in range(2, powers[0] + 1):
-        fact *= q
-    return acc * z ** powers[0] / fact
-
-
-def _p3(y: Array) -> Array:
-    """``1 - e^{-y}(1 + y + y^2/2)`` (the regularised incomplete gamma ``P(3, y)``), no cancellation."""
-    small = y < _SWITCH
-    ys = jnp.where(small, y, 0.5 * _SWITCH)
-    yb = jnp.where(small, 2.0 * _SWITCH, y)
-    series = jnp.exp(-ys) * _series(ys, 3, 1, 14)
-    closed = -jnp.expm1(-yb) - jnp.exp(-yb) * (yb + 0.5 * yb**2)
-    return jnp.where(small, series, closed)
-
-
-def _e_s1(k: Array) -> Array:
-    """``e^{-k} (sinh(k) - k)``, no cancellation for small ``k``, no overflow for large ``k``."""
-    small = k < _SWITCH
-    ks = jnp.where(small, k, 0.5 * _SWITCH)
-    kb = jnp.where(small, 2.0 * _SWITCH, k)
-    series = jnp.exp(-ks) * _series(ks, 3, 2, 8)
-    closed = -0.5 * jnp.expm1(-2.0 * kb) - kb * jnp.exp(-kb)
-    return jnp.where(small, series, closed)
 
 
 def ou_half_step_moments(cld: Any, h: Array) -> tuple[Array, Array, Array, Array, Array]:
@@ -90,21 +55,9 @@ def ou_half_step_moments(cld: Any, h: Array) -> tuple[Array, Array, Array, Array
       ``u`` with coefficients in ``k``), the covariance entries of eqs. (2.90)-(2.93) (per data
       dimension) and their determinant ``Sxx Svv - Sxv^2``; each of the shape of ``h``.
     """
-    G = cld.Gamma
-    k = 2.0 * cld.beta * jnp.asarray(h) / G
-    e2 = jnp.exp(-2.0 * k)
-    sxx = _p3(2.0 * k)
-    sxv = -G * k**2 * e2
-    svv = 0.25 * G**2 * (-jnp.expm1(-2.0 * k) + e2 * (2.0 * k - 2.0 * k**2))
-    es1 = _e_s1(k)
-    det = G**2 * es1 * (es1 + 2.0 * k * jnp.exp(-k))
-    return k, sxx, sxv, svv, det
-
-
-def _mean(cld: Any, k: Array, x: Array, v: Array) -> tuple[Array, Array]:
-    G = cld.Gamma
-    e = jnp.exp(-k)
-    return e * ((1.0 + k) * x - (2.0 * k / G) * v), e * ((0.5 * G * k) * x + (1.0 - k) * v)
+    k = 2.0 * cld.beta * jnp.asarray(h) / cld.Gamma
+    sxx, sxv, svv, det = kernel_cov(k, cld.M, cld.Gamma)  # the forward kernel from Sigma_0 = 0 ...
+    return k, sxx, -sxv, svv, det  # ... conjugated by v -> -v
 
 
 def ou_half_step(cld: Any, u: tuple[Array, Array], h: Array, z: Array) -> tuple[Array, Array]:
@@ -121,12 +74,9 @@ def ou_half_step(cld: Any, u: tuple[Array, Array], h: Array, z: Array) -> tuple[
     """
     x, v = u
     k, sxx, sxv, svv, det = ou_half_step_moments(cld, h)
-    mx, mv = _mean(cld, k, x, v)
-    pos = sxx > 0
-    sxx_safe = jnp.where(pos, sxx, 1.0)
-    l11 = jnp.where(pos, jnp.sqrt(sxx_safe), 0.0)
-    l21 = jnp.where(pos, sxv / jnp.sqrt(sxx_safe), 0.0)
-    l22 = jnp.where(pos, jnp.sqrt(jnp.maximum(det, 0.0) / sxx_safe), jnp.sqrt(jnp.maximum(svv, 0.0)))
+    mx, mv = transition_mean(k, cld.Gamma, x, -v)  # Phi of eq. 2.31 conjugated by v -> -v (eq. 2.88)
+    mv = -mv
+    l11, l21, l22 = cholesky_2x2(sxx, sxv, svv, det)
     zx, zv = z[0], z[1]
     return (mx + l11 * zx).astype(x.dtype), (mv + l21 * zx + l22 * zv).astype(v.dtype)
 
@@ -148,10 +98,10 @@ def sscs_rule(cld: Any, *, denoise_final: bool = True) -> StepRule:
       data samples ``x``; ``nfe_per_step = 1``, ``nfe_final = 0``.
 
     Raises:
-      TypeError: if ``cld`` is not a CLD (lacks ``beta``, ``Gamma``, ``m_inv``, ``prior_sample``).
+      TypeError: if ``cld`` is not a CLD (lacks ``beta``, ``Gamma``, ``M``, ``m_inv``, ``prior_sample``, ``T``).
       ValueError: if ``denoise_final`` is not a bool.
     """
-    missing = [n for n in ("beta", "Gamma", "m_inv", "prior_sample", "T") if not hasattr(cld, n)]
+    missing = [n for n in ("beta", "Gamma", "M", "m_inv", "prior_sample", "T") if not hasattr(cld, n)]
     if missing:
         raise TypeError(f"sscs_rule needs a CLD SDE; {type(cld).__name__} lacks {', '.join(missing)}")
     if not isinstance(denoise_final, bool):
@@ -174,7 +124,7 @@ def sscs_rule(cld: Any, *, denoise_final: bool = True) -> StepRule:
         return x - t_last * cld.beta * cld.m_inv * v
 
     return StepRule(step=step, prior=cld.prior_sample, noise=noise, finalize=finalize, nfe_per_step=1,
-                    nfe_final=0)
+                    nfe_final=0, **StepRule.declare("cld_velocity_score", cld))
 
 
 def sscs(score_v_fn: Callable, cld: Any, *, key: Array, shape: tuple[int, ...], n_steps: int,
@@ -188,7 +138,8 @@ def sscs(score_v_fn: Callable, cld: Any, *, key: Array, shape: tuple[int, ...], 
       shape: ``(batch, *data)``.
       n_steps: static number of SSCS steps (= model calls).
       t_min: cut-off time ``eps`` (thesis uses ``1e-3``).
-      grid: ``"uniform"`` or ``"quadratic"`` striding.
+      grid: ``"uniform"`` or ``"quadratic"`` striding (:func:`diffjax.schedules.time_grid`; CLD has no
+        log-SNR, so not ``"log_snr"``).
       denoise_final: see :func:`sscs_rule`.
 
     Returns:
@@ -197,10 +148,5 @@ def sscs(score_v_fn: Callable, cld: Any, *, key: Array, shape: tuple[int, ...], 
     Raises:
       ValueError: on an unknown ``grid`` or bad ``n_steps``/``t_min``.
     """
-    if grid == "uniform":
-        g = uniform_grid(n_steps, t_min, cld.T)
-    elif grid == "quadratic":
-        g = quadratic_grid(n_steps, t_min, cld.T)
-    else:
-        raise ValueError(f"grid must be 'uniform' or 'quadratic', got {grid!r}")
+    g = time_grid(n_steps, grid, t_min, cld.T)
     return sample(sscs_rule(cld, denoise_final=denoise_final), score_v_fn, key, shape, g)

@@ -26,8 +26,12 @@ more evaluation), and a step to ``sigma = 0`` is the first-order denoising step 
 As a :class:`~diffjax.samplers._rule.StepRule` the corrector of step ``i - 1`` runs at the start of
 step ``i``, right after its model evaluation, so the state carries the predicted ``x`` (where the
 model is evaluated next), the corrected point the previous step started from, the last two model
-outputs with their ``lambda``s and the previous time: :class:`UniPCState`. Works with both
-executors (sequential and Picard) and in EDM coordinates (``sde=None``).
+outputs with their ``lambda``s, the previous time and the grid's step counts (written by the
+executor, ``StepRule.on_grid``): :class:`UniPCState`. Order schedule, as diffusers'
+``UniPCMultistepScheduler``: the predictor of step ``i`` has order ``min(2, i + 1, N - i)`` with
+``lower_order_final`` (``N`` the grid's steps, no threshold on ``N``), the corrector of step ``i``
+the order its predictor had. Works with both executors (sequential and Picard) and in EDM
+coordinates (``sde=None``).
 
 Reference: Zhao, Bai, Rao, Zhou, Lu, "UniPC: A Unified Predictor-Corrector Framework for Fast
 Sampling of Diffusion Models" (NeurIPS 2023).
@@ -41,7 +45,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from diffjax.samplers._exponential import check_rule_args, coords, effective_order, phis, prior
+from diffjax.samplers._exponential import check_rule_args, coords, effective_order, grid_counts, phis, prior
 from diffjax.samplers._rule import StepRule, no_noise
 
 __all__ = ["UniPCState", "unipc_rule"]
@@ -57,6 +61,9 @@ class UniPCState(NamedTuple):
       lam_hist: their ``lambda`` values (scalars), newest first.
       t_prev: the previous time (scalar).
       step: int32 number of steps taken.
+      n_steps: int32 number of steps of the grid (zero-length padding excluded), set from the grid
+        by the executor (``StepRule.on_grid``); ``-1`` if unknown.
+      n_positive: int32 number of those steps that end at a positive noise level; ``-1`` if unknown.
     """
 
     x: Array
@@ -65,6 +72,8 @@ class UniPCState(NamedTuple):
     lam_hist: tuple
     t_prev: Array
     step: Array
+    n_steps: Array
+    n_positive: Array
 
 
 def _corrector_b(h: Array) -> tuple[Array, Array]:
@@ -74,20 +83,27 @@ def _corrector_b(h: Array) -> tuple[Array, Array]:
 
 
 def unipc_rule(sde: Any = None, *, use_corrector: bool = True, lower_order_final: bool = True,
-               euler_at_final: bool = False, n_steps: int | None = None, sigma_max: float = 80.0) -> StepRule:
+               euler_at_final: bool = False, sigma_max: float = 80.0) -> StepRule:
     """UniPC-2 (bh2): the UniP-2 predictor (= DPM-Solver++(2M)) plus the UniC-2 corrector; 1 NFE per step.
 
     See the module docstring for the update formulas. Warm-up: the first step is UniP-1/UniC-1.
+    With the defaults this is diffusers' ``UniPCMultistepScheduler()`` (``solver_order=2``,
+    ``predict_x0=True``, ``solver_type="bh2"``, ``lower_order_final=True``, no corrector after the
+    last step; ``final_sigmas_type="zero"`` is a grid ending in ``0``).
 
     Args:
       sde: a scalar SDE (VP, sub-VP, VE; grid in ``t``, ``model_fn = x0_fn(x, t)``, e.g.
         :func:`diffjax.param.x0_from_eps`), or ``None`` for EDM coordinates (grid of sigmas,
-        ``model_fn = denoiser(x, sigma)``, ``alpha = 1``).
-      use_corrector: apply UniC (``False`` gives exactly :func:`dpmpp_2m_rule`).
-      lower_order_final: with ``n_steps < 15`` given, the last positive step is first order.
-      euler_at_final: with ``n_steps`` given, the last positive step is first order whatever ``n_steps``.
-      n_steps: number of steps to the last positive noise level (a trailing step to ``sigma = 0`` is
-        the first-order denoising step and is not counted); only for the two options above.
+        ``model_fn = denoiser(x, sigma)``, ``alpha = 1``). A BARE CALLABLE IS USED AS IS AND MUST
+        PREDICT x0 (a denoiser for ``sde=None``): an eps model passed bare gives garbage without an
+        error. Declare any other kind, ``diffjax.param.model(eps_fn, "eps")``, to have it converted.
+      use_corrector: apply UniC (``False`` gives the UniP-2 predictor alone, which is
+        :func:`dpmpp_2m_rule` up to their ``lower_order_final`` thresholds).
+      lower_order_final: the last step of the grid is first order, whatever the number of steps
+        (diffusers' UniPC has no 15-step threshold; on a grid ending in ``0`` that step is the
+        first-order denoising step anyway). The number of steps is read from the grid.
+      euler_at_final: the last step to a POSITIVE noise level is first order (diffjax's option; on a
+        grid ending in ``0`` it is the step before the final denoising step).
       sigma_max: prior std in EDM coordinates (``sde=None``): must equal the grid's first sigma.
 
     Returns:
@@ -95,20 +111,25 @@ def unipc_rule(sde: Any = None, *, use_corrector: bool = True, lower_order_final
 
     Raises:
       TypeError: if ``sde`` is neither ``None`` nor a scalar SDE.
-      ValueError: on ``n_steps`` not a positive int or ``sigma_max <= 0``.
+      ValueError: on ``sigma_max <= 0``.
     """
-    sigma_max = check_rule_args(sde, sigma_max, n_steps)
+    sigma_max = check_rule_args(sde, sigma_max)
     use_corrector = bool(use_corrector)
 
-    def order_at(i, final):
-        return effective_order(2, i, final, lower_order_final=lower_order_final, euler_at_final=euler_at_final,
-                               n_steps=n_steps)
+    def order_at(state, i, final):
+        return effective_order(2, i, final, state.n_steps, state.n_positive, lower_order_final=lower_order_final,
+                               euler_at_final=euler_at_final, below=None)
 
     def init(model_fn, x, t0):
         t0 = jnp.asarray(t0)
         zero_lam = jnp.zeros_like(coords(sde, t0)[2])
+        unknown = jnp.full((), -1, jnp.int32)
         return UniPCState(x, jnp.zeros_like(x), (jnp.zeros_like(x), jnp.zeros_like(x)), (zero_lam, zero_lam),
-                          t0, jnp.zeros((), jnp.int32))
+                          t0, jnp.zeros((), jnp.int32), unknown, unknown)
+
+    def on_grid(state, grid):
+        n_steps, n_positive = grid_counts(sde, grid)
+        return state._replace(n_steps=n_steps, n_positive=n_positive)
 
     def correct(state, m, a_t, s_t, l_t):
         """UniC for the step ``t_prev -> t`` that produced ``state.x``, now that ``m = m(state.x, t)`` is known."""
@@ -117,7 +138,7 @@ def unipc_rule(sde: Any = None, *, use_corrector: bool = True, lower_order_final
         h = l_t - l_p
         h = jnp.where(h == 0, 1.0, h)                        # step 0 has no predecessor (result unused)
         g = -jnp.expm1(-h)
-        k = order_at(state.step - 1, jnp.zeros((), bool))   # the order the predictor used for that step
+        k = order_at(state, state.step - 1, jnp.zeros((), bool))   # the order the predictor used there
         d_u = m - m_p
         b1, b2 = _corrector_b(h)
         r1 = jnp.where(k >= 2, (l_pp - l_p) / h, -1.0)      # < 0; a safe value when unused
@@ -137,13 +158,13 @@ def unipc_rule(sde: Any = None, *, use_corrector: bool = True, lower_order_final
             x_c = jnp.where(i >= 1, correct(state, m, a_t, s_t, l_t), x)
         h = l_n - l_t
         final = ~jnp.isfinite(l_n)
-        k = order_at(i, final)
+        k = order_at(state, i, final)
         h1 = jnp.where(k >= 2, l_t - state.lam_hist[0], 1.0)
         g = -jnp.expm1(-h)                                   # 1 at h = inf: x_u = alpha_u m
         second = jnp.where(k >= 2, (0.5 * jnp.where(final, 1.0, h) / h1) * (m - state.m_hist[0]), 0.0)
         out = (s_n / s_t) * x_c + (a_n * g) * (m + second)
-        new = UniPCState(out.astype(x.dtype), x_c.astype(x.dtype), (m, state.m_hist[0]),
-                         (l_t, state.lam_hist[0]), jnp.asarray(t, state.t_prev.dtype), i + 1)
+        new = state._replace(x=out.astype(x.dtype), x_prev=x_c.astype(x.dtype), m_hist=(m, state.m_hist[0]),
+                             lam_hist=(l_t, state.lam_hist[0]), t_prev=jnp.asarray(t, state.t_prev.dtype), step=i + 1)
         # A zero-length step (repeated time, e.g. a padded grid) is a no-op that keeps the whole state.
         return jax.tree_util.tree_map(lambda a, b: jnp.where(h == 0, a, b), state, new)
 
@@ -151,4 +172,4 @@ def unipc_rule(sde: Any = None, *, use_corrector: bool = True, lower_order_final
         return state.x
 
     return StepRule(step=step, prior=prior(sde, sigma_max), noise=no_noise, init=init, finalize=finalize,
-                    nfe_per_step=1)
+                    nfe_per_step=1, on_grid=on_grid, **StepRule.declare("x0" if sde else "denoiser", sde))

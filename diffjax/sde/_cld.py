@@ -26,7 +26,8 @@ and ``s1 = sinh(tau) - tau``. The determinant identity was derived symbolically 
 eqs. (2.33)-(2.36). Every term is non-negative for ``a, b >= 0``, so there is no cancellation
 between terms; the three cancelling functions ``P3``, ``R3``, ``s1`` (``O(y^3)`` at 0) switch to
 their Taylor series for ``y < 1``. The thesis instead adds ``1e-9 I`` and uses float64
-(App. 2.4.2.4); these forms are accurate to a few float32 ulps for all ``t`` (see tests).
+(App. 2.4.2.4); these forms are accurate to a few float32 ulps for all ``t`` (see tests). They
+live in :mod:`diffjax.sde._series`, shared with the SSCS sampler's exact half-step.
 """
 
 from __future__ import annotations
@@ -35,82 +36,16 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import Array
 
-from diffjax._validate import as_float, check_finite, check_time, is_concrete
+from diffjax._validate import check_finite, check_nonneg, check_option, check_time, concrete_float, is_concrete
 from diffjax._pytree import pytree_dataclass
 from diffjax.sde._base import batch_sum, broadcast_to_data
+from diffjax.sde._series import cholesky_2x2, kernel_cov, safe_sqrt, transition_mean
 
 __all__ = ["CLD"]
 
 _KERNELS = ("hsm", "dsm")
-_Y_SWITCH = 1.0  # below this y = 4 beta t / Gamma the Taylor branches are used
-
-
-def _horner(coeffs, z):
-    out = jnp.zeros_like(z) + coeffs[-1]
-    for c in coeffs[-2::-1]:
-        out = out * z + c
-    return out
-
-
-# y^3 * sum_j c_j y^j coefficients (j = 0..9), truncation error < 1e-9 relative for |y| <= 1.
-_P3_SERIES = tuple(1.0 / math.factorial(j + 3) for j in range(10))  # e^y P3(y) = sum_{k>=3} y^k / k!
-_R3_SERIES = tuple((-1.0) ** j / math.factorial(j + 3) for j in range(10))  # R3 = sum_{k>=3} -(-y)^k / k!
-_S1_SERIES = tuple(1.0 / math.factorial(2 * j + 3) for j in range(6))  # sinh(x) - x = x^3 sum x^2j/(2j+3)!
-
-
-def _split(y):
-    """Masks and NaN-safe inputs for the two branches (the "double where" trick)."""
-    small = y < _Y_SWITCH
-    y_s = jnp.where(small, y, 0.5 * _Y_SWITCH)
-    y_l = jnp.where(small, _Y_SWITCH, y)
-    return small, y_s, y_l
-
-
-def _p3(y):
-    """``P3(y) = 1 - e^{-y}(1 + y + y^2/2)`` (regularised lower incomplete gamma ``P(3, y)``)."""
-    small, y_s, y_l = _split(y)
-    ser = jnp.exp(-y_s) * y_s**3 * _horner(_P3_SERIES, y_s)
-    big = -jnp.expm1(-y_l) - jnp.exp(-y_l) * y_l * (1.0 + 0.5 * y_l)
-    return jnp.where(small, ser, big)
-
-
-def _r3(y):
-    """``R3(y) = 1 - y + y^2/2 - e^{-y}`` (>= 0 for y >= 0)."""
-    small, y_s, y_l = _split(y)
-    ser = y_s**3 * _horner(_R3_SERIES, y_s)
-    big = -jnp.expm1(-y_l) - y_l + 0.5 * y_l * y_l
-    return jnp.where(small, ser, big)
-
-
-def _d0(y, M):
-    """DSM determinant ``M ((1 - e^{-y})^2 - y^2 e^{-y}) = 4 M e^{-y} s1 (s1 + y)``, ``s1 = sinh(y/2) - y/2``."""
-    small, y_s, y_l = _split(y)
-    x = 0.5 * y_s
-    s1 = x**3 * _horner(_S1_SERIES, x * x)
-    ser = 4.0 * M * jnp.exp(-y_s) * s1 * (s1 + y_s)
-    big = M * (jnp.expm1(-y_l) ** 2 - jnp.exp(-y_l) * y_l * y_l)
-    return jnp.where(small, ser, big)
-
-
-def _safe_sqrt(x):
-    """``sqrt(x)`` with a finite gradient at ``x = 0`` (value 0 there)."""
-    pos = x > 0
-    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), 0.0)
-
-
-def _check_kernel(kernel):
-    if kernel not in _KERNELS:
-        raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
-
-
-def _check_nonneg(name, value):
-    if is_concrete(value):
-        arr = np.asarray(value)
-        if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-            raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
 
 
 def _check_pair(u):
@@ -137,7 +72,10 @@ class CLD:
     Defaults (thesis): ``beta = 4``, ``M^-1 = 4`` (``M = 0.25``, ``Gamma = 1``), ``gamma = 0.04``.
 
     Raises:
-      ValueError: if ``beta``, ``m_inv``, ``gamma`` or ``T`` is not a finite number ``> 0``.
+      ValueError: if ``beta``, ``m_inv``, ``gamma`` or ``T`` is not a finite number ``> 0``. Under
+        ``jit``/``vmap`` such a (traced) value cannot raise and is stored as NaN instead, so every
+        result is NaN (loud; e.g. ``CLD(m_inv=0)`` would otherwise give ``Gamma = inf``); a traced
+        ``t`` outside ``[0, T]`` likewise gives NaN kernels.
     """
 
     beta: float = 4.0
@@ -147,9 +85,9 @@ class CLD:
 
     def __post_init__(self):
         for name in ("beta", "m_inv", "gamma", "T"):
-            value = as_float(name, getattr(self, name))
-            if is_concrete(value) and value <= 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
+            value = concrete_float(name, getattr(self, name), lo=0.0, lo_open=True, allow_traced=True,
+                                   poison_traced=True)
+            object.__setattr__(self, name, value)
 
     # -- constants ---------------------------------------------------------------------------------
 
@@ -207,27 +145,14 @@ class CLD:
         Returns:
           ``(mean_x, mean_v)``, each of the shape of ``x0``.
         """
-        check_time(t, self.T)
+        t = check_time(t, self.T)
         x0 = jnp.asarray(x0)
         v0 = jnp.broadcast_to(jnp.asarray(v0, x0.dtype), x0.shape)
-        tau = broadcast_to_data(self._tau(t), x0)
-        e = jnp.exp(-tau)
-        mx = e * ((1.0 + tau) * x0 + (2.0 / self.Gamma) * tau * v0)
-        mv = e * (-0.5 * self.Gamma * tau * x0 + (1.0 - tau) * v0)
-        return mx, mv
+        return transition_mean(broadcast_to_data(self._tau(t), x0), self.Gamma, x0, v0)
 
     def _cov_det(self, t, sxx0, svv0):
-        M, G = self.M, self.Gamma
         tau = self._tau(t)
-        a = jnp.asarray(sxx0, tau.dtype)
-        b = jnp.asarray(svv0, tau.dtype)
-        y = 2.0 * tau
-        E = jnp.exp(-y)
-        sxx = _p3(y) + E * ((1.0 + tau) ** 2 * a + tau**2 * b / M)
-        sxv = E * tau * (G * tau - 0.5 * G * (1.0 + tau) * a + (2.0 / G) * (1.0 - tau) * b)
-        svv = M * (-jnp.expm1(-y) + E * y * (1.0 - tau)) + E * (M * tau**2 * a + (1.0 - tau) ** 2 * b)
-        det = _d0(y, M) + a * (M * E * (-jnp.expm1(-y) + y + 0.5 * y * y) + b * E * E) + b * E * _r3(y)
-        return sxx, sxv, svv, det
+        return kernel_cov(tau, self.M, self.Gamma, jnp.asarray(sxx0, tau.dtype), jnp.asarray(svv0, tau.dtype))
 
     def marginal_cov(self, t: Array, sxx0=0.0, svv0=0.0):
         """Per-dimension covariance of ``u_t`` given ``u_0 ~ N(mu_0, diag(sxx0, svv0) (x) I)`` (eqs. 2.33-2.36).
@@ -245,20 +170,21 @@ class CLD:
         Raises:
           ValueError: for concrete ``t`` outside ``[0, T]`` or negative/non-finite ``sxx0``/``svv0``.
         """
-        check_time(t, self.T)
-        _check_nonneg("sxx0", sxx0)
-        _check_nonneg("svv0", svv0)
+        t = self._check_cov_args(t, sxx0, svv0)
         return self._cov_det(t, sxx0, svv0)[:3]
 
     def marginal_det(self, t: Array, sxx0=0.0, svv0=0.0) -> Array:
         """``Sigma_xx Sigma_vv - Sigma_xv^2`` of :meth:`marginal_cov`, evaluated without cancellation."""
-        check_time(t, self.T)
-        _check_nonneg("sxx0", sxx0)
-        _check_nonneg("svv0", svv0)
+        t = self._check_cov_args(t, sxx0, svv0)
         return self._cov_det(t, sxx0, svv0)[3]
 
+    def _check_cov_args(self, t, sxx0, svv0):
+        check_nonneg("sxx0", sxx0)
+        check_nonneg("svv0", svv0)
+        return check_time(t, self.T)
+
     def _kernel_init(self, kernel):
-        _check_kernel(kernel)
+        check_option("kernel", kernel, _KERNELS)
         return (0.0, self.gamma * self.M) if kernel == "hsm" else (0.0, 0.0)
 
     def kernel_cov(self, t: Array, kernel: str = "hsm"):
@@ -283,15 +209,8 @@ class CLD:
           ValueError: on an unknown ``kernel`` or a concrete ``t`` outside ``[0, T]``.
         """
         a, b = self._kernel_init(kernel)
-        check_time(t, self.T)
-        sxx, sxv, svv, det = self._cov_det(t, a, b)
-        pos = sxx > 0
-        sxx_s = jnp.where(pos, sxx, 1.0)  # double where: no NaN values or gradients at t = 0
-        det_s = jnp.where(pos, det, 1.0)
-        lxx = jnp.sqrt(sxx_s)
-        lxv = sxv / lxx
-        lvv = jnp.sqrt(det_s / sxx_s)
-        return jnp.where(pos, lxx, 0.0), jnp.where(pos, lxv, 0.0), jnp.where(pos, lvv, _safe_sqrt(svv))
+        t = check_time(t, self.T)
+        return cholesky_2x2(*self._cov_det(t, a, b))
 
     def ell(self, t: Array, kernel: str = "hsm") -> Array:
         """``ell_t = sqrt(Sigma_xx / (Sigma_xx Sigma_vv - Sigma_xv^2)) = 1 / L_vv`` (thesis eq. 2.55).
@@ -304,12 +223,12 @@ class CLD:
           Shape of ``t``.
         """
         a, b = self._kernel_init(kernel)
-        check_time(t, self.T)
+        t = check_time(t, self.T)
         sxx, _, svv, det = self._cov_det(t, a, b)
         pos = sxx > 0
         sxx_s = jnp.where(pos, sxx, 1.0)
         det_s = jnp.where(pos, det, 1.0)
-        return jnp.where(pos, jnp.sqrt(sxx_s / det_s), 1.0 / _safe_sqrt(svv))
+        return jnp.where(pos, jnp.sqrt(sxx_s / det_s), 1.0 / safe_sqrt(svv))
 
     def perturb(self, key: Array, x0: Array, t: Array, kernel: str = "hsm"):
         """Draw ``u_t = mu_t + L_t eps`` from the kernel (thesis eq. 2.58).
@@ -330,7 +249,7 @@ class CLD:
         Raises:
           ValueError: unknown ``kernel``, ``x0`` of rank 0 or non-finite, ``t`` outside ``[0, T]``.
         """
-        _check_kernel(kernel)
+        check_option("kernel", kernel, _KERNELS)
         x0 = jnp.asarray(x0)
         if x0.ndim < 1:
             raise ValueError(f"x0 must have shape (batch, *data), got {x0.shape}")

@@ -2,7 +2,10 @@
 
 Each has a Gaussian perturbation kernel ``x_t = alpha_t x_0 + sigma_t eps`` and a linear
 forward SDE ``dx = f(t) x dt + g(t) dw``. Hyper-parameters are pytree leaves (they may be
-traced or vmapped); validation runs once, when a user constructs the SDE.
+traced or vmapped); validation runs once, when a user constructs the SDE. Checks that cannot run
+at trace time are never dropped silently: an invalid traced hyper-parameter (``VPSDE(beta_min=b)``
+inside ``jit`` with ``b = -1``) or time (``marginal(x0, t)`` with a traced ``t`` outside ``[0, T]``)
+becomes NaN, so the results are NaN instead of silently extrapolated.
 
 Numerics: every coefficient is computed from ``log alpha_t`` with ``expm1``/``softplus``
 forms, so ``sigma_t`` and the log-SNR are accurate in float32 at both ends of ``[0, T]``.
@@ -10,13 +13,14 @@ forms, so ``sigma_t`` and the log-SNR are accurate in float32 at both ends of ``
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
-from diffjax._validate import as_float, check_finite, check_time, is_concrete
+from diffjax._validate import check_finite, check_less, check_time, concrete_float, is_concrete, nan_unless
 from diffjax._pytree import pytree_dataclass
 from diffjax.sde._base import batch_sum, broadcast_to_data
 
@@ -50,9 +54,13 @@ class _ScalarSDE:
     def marginal(self, x0: Array, t: Array) -> tuple[Array, Array]:
         """Perturbation kernel ``p(x_t | x_0) = N(mean, std^2 I)``; returns ``(mean, std)``.
 
-        ``mean`` has the shape of ``x0``; ``std`` broadcasts against it.
+        ``mean`` has the shape of ``x0``; ``std`` broadcasts against it. A traced ``t`` outside
+        ``[0, T]`` gives NaN (it cannot raise under ``jit``).
+
+        Raises:
+          ValueError: a concrete ``t`` outside ``[0, T]`` or not finite.
         """
-        check_time(t, self.T)
+        t = check_time(t, self.T)
         alpha, sigma = self.marginal_coeffs(t)
         return broadcast_to_data(alpha, x0) * x0, broadcast_to_data(sigma, x0)
 
@@ -92,20 +100,38 @@ def _store_floats(obj, **values) -> None:
         object.__setattr__(obj, name, value)
 
 
-def _check_beta(beta_min, beta_max, T):
-    beta_min, beta_max, T = as_float("beta_min", beta_min), as_float("beta_max", beta_max), as_float("T", T)
-    if is_concrete(beta_min, beta_max, T):
-        if beta_min <= 0:
-            raise ValueError(f"beta_min must be > 0, got {beta_min}")
-        if beta_max <= beta_min:
-            raise ValueError(f"beta_max must be > beta_min, got beta_min={beta_min}, beta_max={beta_max}")
-        if T <= 0:
-            raise ValueError(f"T must be > 0, got {T}")
-    return beta_min, beta_max, T
+def _check_range(obj, lo_name: str, hi_name: str) -> None:
+    """Validate a frozen SDE's ``0 < lo < hi`` (finite) and ``T > 0`` and store them as Python floats.
+
+    Traced values (the SDE is built inside ``jit``/``vmap``) cannot raise: an invalid traced value
+    is stored as NaN (and both ``lo`` and ``hi`` when ``lo < hi`` fails), so every coefficient of
+    the SDE is NaN (loud) instead of silently different; valid traced values are stored unchanged.
+
+    Raises:
+      ValueError: naming the offending hyper-parameter.
+    """
+    names = (lo_name, hi_name, "T")
+    lo, hi, T = (concrete_float(n, getattr(obj, n), lo=0.0, lo_open=True, allow_traced=True, poison_traced=True)
+                 for n in names)
+    check_less(lo_name, lo, hi_name, hi)
+    if not is_concrete(lo, hi):
+        lo, hi = nan_unless(lo < hi, lo), nan_unless(lo < hi, hi)
+    _store_floats(obj, **dict(zip(names, (lo, hi, T))))
 
 
+@dataclasses.dataclass(frozen=True)
 class _LinearBeta(_ScalarSDE):
-    """``beta(t) = beta_min + t (beta_max - beta_min)``; ``log alpha_t = -t^2 (bmax-bmin)/4 - t bmin/2``."""
+    """``beta(t) = beta_min + t (beta_max - beta_min)``; ``log alpha_t = -t^2 (bmax-bmin)/4 - t bmin/2``.
+
+    The fields and their validation are shared by :class:`VPSDE` and :class:`SubVPSDE`.
+    """
+
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    T: float = 1.0
+
+    def __post_init__(self):
+        _check_range(self, "beta_min", "beta_max")
 
     def beta(self, t: Array) -> Array:
         return self.beta_min + t * (self.beta_max - self.beta_min)
@@ -136,15 +162,8 @@ class VPSDE(_LinearBeta):
 
     Raises:
       ValueError: if ``beta_min <= 0``, ``beta_max <= beta_min`` or ``T <= 0``.
+        Under ``jit``/``vmap`` (traced values) such a value is stored as NaN instead (module docstring).
     """
-
-    beta_min: float = 0.1
-    beta_max: float = 20.0
-    T: float = 1.0
-
-    def __post_init__(self):
-        bmin, bmax, T = _check_beta(self.beta_min, self.beta_max, self.T)
-        _store_floats(self, beta_min=bmin, beta_max=bmax, T=T)
 
     def marginal_coeffs(self, t: Array) -> tuple[Array, Array]:
         """``(alpha_t, sigma_t)``, each of the shape of ``t``; ``sigma_t = sqrt(-expm1(2 log alpha_t))``."""
@@ -173,15 +192,8 @@ class SubVPSDE(_LinearBeta):
 
     Raises:
       ValueError: if ``beta_min <= 0``, ``beta_max <= beta_min`` or ``T <= 0``.
+        Under ``jit``/``vmap`` (traced values) such a value is stored as NaN instead (module docstring).
     """
-
-    beta_min: float = 0.1
-    beta_max: float = 20.0
-    T: float = 1.0
-
-    def __post_init__(self):
-        bmin, bmax, T = _check_beta(self.beta_min, self.beta_max, self.T)
-        _store_floats(self, beta_min=bmin, beta_max=bmax, T=T)
 
     def marginal_coeffs(self, t: Array) -> tuple[Array, Array]:
         """``(alpha_t, sigma_t)`` with ``sigma_t = -expm1(2 log alpha_t)``."""
@@ -215,6 +227,7 @@ class VESDE(_ScalarSDE):
 
     Raises:
       ValueError: if ``sigma_min <= 0`` or ``sigma_max <= sigma_min`` or ``T <= 0``.
+        Under ``jit``/``vmap`` (traced values) such a value is stored as NaN instead (module docstring).
     """
 
     sigma_min: float = 0.01
@@ -222,15 +235,7 @@ class VESDE(_ScalarSDE):
     T: float = 1.0
 
     def __post_init__(self):
-        smin, smax, T = (as_float(n, getattr(self, n)) for n in ("sigma_min", "sigma_max", "T"))
-        if is_concrete(smin, smax, T):
-            if smin <= 0:
-                raise ValueError(f"sigma_min must be > 0, got {smin}")
-            if smax <= smin:
-                raise ValueError(f"sigma_max must be > sigma_min, got sigma_min={smin}, sigma_max={smax}")
-            if T <= 0:
-                raise ValueError(f"T must be > 0, got {T}")
-        _store_floats(self, sigma_min=smin, sigma_max=smax, T=T)
+        _check_range(self, "sigma_min", "sigma_max")
 
     def _log_ratio(self):
         return jnp.log(self.sigma_max) - jnp.log(self.sigma_min)
