@@ -12,17 +12,18 @@ import importlib
 
 __version__ = "0.1.0"
 
-from diffjax import analytic, likelihood, losses, metrics, param, samplers, schedules, sde
+from diffjax import analytic, likelihood, log_snr, losses, metrics, param, samplers, schedules, sde
 from diffjax.analytic import GaussianMixture
 from diffjax.samplers import StepRule, picard_sample, sample
 from diffjax.sde import CLD, VESDE, SubVPSDE, VPSDE
 
-_LAZY = ("nn", "train", "data", "privacy", "distill", "cdl", "noise_classifier", "grids", "conditioning")
+_LAZY = ("nn", "train", "data", "privacy", "distill", "cdl", "noise_classifier", "grids", "conditioning",
+         "evaluation")
 
 __all__ = [
     "__version__",
     # modules
-    "sde", "schedules", "analytic", "samplers", "param", "losses", "likelihood", "metrics", *_LAZY,
+    "sde", "schedules", "analytic", "samplers", "param", "losses", "likelihood", "log_snr", "metrics", *_LAZY,
     # the most used names
     "VPSDE", "SubVPSDE", "VESDE", "CLD", "GaussianMixture", "StepRule", "sample", "picard_sample",
 ]
