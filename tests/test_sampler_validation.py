@@ -391,3 +391,22 @@ def test_traced_ddim_eta_outside_unit_interval_poisons():
     assert bool(jnp.all(jnp.isnan(pc(-0.1))))
     with pytest.raises(ValueError, match=r"snr must be > 0.0"):
         predictor_corrector_rule(SDE, -0.1)
+
+
+@pytest.mark.parametrize("build, bad", [
+    (lambda v: __import__("diffjax").samplers.euler_ancestral_rule(eta=v), -1.0),
+    (lambda v: __import__("diffjax").samplers.euler_ancestral_rule(s_noise=v), -1.0),
+    (lambda v: __import__("diffjax").samplers.dpmpp_2m_sde_rule(eta=v), 1.5),
+    (lambda v: edm_heun_rule(sigma_max=v), -80.0),
+])
+def test_traced_sigma_rule_hyper_parameters_poison(build, bad):
+    """Traced hyper-parameters of the sigma-grid rules: invalid -> NaN samples (never a silently different
+    sampler), valid -> the eager result; the eager invalid value raises."""
+    den = param.model(EPS, "eps", SDE)
+    grid = edm_sigma_grid(6)
+    run = jax.jit(lambda v: sample(build(v), den, KEY, SHAPE, grid)[0])
+    assert bool(jnp.all(jnp.isnan(run(bad))))
+    good = 0.5 if bad != -80.0 else 80.0
+    np.testing.assert_allclose(run(good), sample(build(good), den, KEY, SHAPE, grid)[0], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError):
+        build(bad)

@@ -76,7 +76,7 @@ def check_rule_args(sde: Any, sigma_max: Any) -> Any:
     """Validate the common arguments; returns ``sigma_max`` as a float (or the tracer)."""
     if sde is not None:
         check_sde(sde, scalar=True)
-    return concrete_float("sigma_max", sigma_max, lo=0.0, lo_open=True, allow_traced=True)
+    return concrete_float("sigma_max", sigma_max, lo=0.0, lo_open=True, allow_traced=True, poison_traced=True)
 
 
 def grid_counts(sde: Any, grid: Array) -> tuple[Array, Array]:

@@ -65,9 +65,9 @@ def _second_stage(kind: str, denoiser, x, d0, sigma, down):
 
 
 def _build(kind: str, eta, s_noise, sigma_max) -> StepRule:
-    eta = concrete_float("eta", eta, lo=0.0, allow_traced=True)
-    s_noise = concrete_float("s_noise", s_noise, lo=0.0, allow_traced=True)
-    sigma_max = concrete_float("sigma_max", sigma_max, lo=0.0, lo_open=True, allow_traced=True)
+    eta = concrete_float("eta", eta, lo=0.0, allow_traced=True, poison_traced=True)
+    s_noise = concrete_float("s_noise", s_noise, lo=0.0, allow_traced=True, poison_traced=True)
+    sigma_max = concrete_float("sigma_max", sigma_max, lo=0.0, lo_open=True, allow_traced=True, poison_traced=True)
     stochastic = not (isinstance(eta, float) and eta == 0.0)
 
     def step(denoiser, x, sigma, sigma_next, z):

@@ -255,8 +255,8 @@ def dpmpp_2m_sde_rule(sde: Any = None, eta: float = 1.0, *, s_noise: float = 1.0
       TypeError, ValueError: as :func:`dpmpp_2m_rule`; ``ValueError`` for ``eta`` outside ``[0, 1]``
         or a negative ``s_noise``.
     """
-    eta = concrete_float("eta", eta, lo=0.0, hi=1.0, allow_traced=True)
-    s_noise = concrete_float("s_noise", s_noise, lo=0.0, allow_traced=True)
+    eta = concrete_float("eta", eta, lo=0.0, hi=1.0, allow_traced=True, poison_traced=True)
+    s_noise = concrete_float("s_noise", s_noise, lo=0.0, allow_traced=True, poison_traced=True)
     return _multistep(sde, 2, eta, s_noise, lower_order_final, euler_at_final, sigma_max)
 
 
@@ -291,8 +291,8 @@ def dpmpp_3m_sde_rule(sde: Any = None, eta: float = 1.0, s_noise: float = 1.0, *
       TypeError: if ``sde`` is neither ``None`` nor a scalar SDE.
       ValueError: ``eta`` outside ``[0, 1]``, a negative ``s_noise`` or ``sigma_max <= 0``.
     """
-    eta = concrete_float("eta", eta, lo=0.0, hi=1.0, allow_traced=True)
-    s_noise = concrete_float("s_noise", s_noise, lo=0.0, allow_traced=True)
+    eta = concrete_float("eta", eta, lo=0.0, hi=1.0, allow_traced=True, poison_traced=True)
+    s_noise = concrete_float("s_noise", s_noise, lo=0.0, allow_traced=True, poison_traced=True)
     return _multistep(sde, 3, eta, s_noise, False, False, sigma_max, reference_3m=True)
 
 

@@ -38,7 +38,7 @@ def _edm_rule(heun: bool, s_churn, s_min, s_max, s_noise, n_steps, sigma_max) ->
     s_min = concrete_float("s_min", s_min, lo=0.0)
     s_max = concrete_float("s_max", s_max, lo=0.0, allow_inf=True)
     s_noise = concrete_float("s_noise", s_noise, lo=0.0)
-    sigma_max = concrete_float("sigma_max", sigma_max, lo=0.0, lo_open=True, allow_traced=True)
+    sigma_max = concrete_float("sigma_max", sigma_max, lo=0.0, lo_open=True, allow_traced=True, poison_traced=True)
     if s_min > s_max:
         raise ValueError(f"need s_min <= s_max, got s_min={s_min}, s_max={s_max}")
     if n_steps is not None:
