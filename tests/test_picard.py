@@ -143,6 +143,20 @@ def test_fixed_point_equals_sequential(name):
     assert _rel(x, ref) < 5e-3
 
 
+def test_float64_fixed_point_equals_sequential():
+    """With float64 enabled (argmax and friends return int64) the loop carry keeps its int32 counters,
+    and the exact fixed point equals the sequential samples to float64 rounding."""
+    with jax.enable_x64(True):
+        rule, n = toy_rule(), 16
+        grid = jnp.linspace(1.0, 0.0, n + 1, dtype=jnp.float64)
+        model = lambda x, t: jnp.tanh(2.0 * x) - 0.1 * x**3          # noqa: E731
+        key = jax.random.PRNGKey(5)
+        ref, _ = sample(rule, model, key, SHAPE, grid)
+        x, info = picard_sample(rule, model, key, SHAPE, grid, window=4, tol=0.0, atol=0.0)
+        assert x.dtype == jnp.float64 and bool(info["converged"])
+        assert float(jnp.max(jnp.abs(x - ref))) < 1e-12
+
+
 def test_window_exactness_and_nonconvergence():
     """With tol = 0 the m-th point of the window is exact after m iterations, the window after p."""
     traces = []

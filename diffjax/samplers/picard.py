@@ -253,10 +253,10 @@ def _sweep(c, *, evaluate, carry, thresh, t0, t1, zs, n, p):
     x_new = _mask(active, jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(y), upd), x_old)
     err = jnp.where(active, _point_error(x_new, x_old), 0.0)
     bad = active & ~(err <= lax.dynamic_slice_in_dim(thresh, ws, p))   # NaN counts as bad
-    s_new = jnp.where(jnp.any(bad), ws + jnp.argmax(bad) + 1, ws + p)
+    s_new = jnp.where(jnp.any(bad), ws + jnp.argmax(bad) + 1, ws + p).astype(s.dtype)  # argmax is int64 under x64
     buf = _tmap(lambda b, w: lax.dynamic_update_slice_in_dim(b, w, ws + 1, axis=0), buf, x_new)
     res = res.at[k].set(jnp.sqrt(jnp.max(err)))
-    return buf, s_new, ws + p, k + 1, res
+    return buf, s_new, (ws + p).astype(frontier.dtype), k + 1, res
 
 
 @functools.partial(jax.jit, static_argnames=("rule", "model_fn", "shape", "window", "max_iters", "mesh",
