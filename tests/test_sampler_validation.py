@@ -159,6 +159,17 @@ def test_n_levels_hook():
     assert bool(jnp.all(jnp.isnan(run(jnp.append(g5, 5e-4)))))
 
 
+def test_edm_churn_rule_is_tied_to_its_grid_length():
+    """gamma = s_churn / N: a churned EDM rule built for N levels rejects a grid of another length,
+    accepts N positive levels or N + 1 points ending in 0; without churn any length is fine."""
+    rule = edm_heun_rule(s_churn=10.0, n_steps=8)
+    assert rule.n_levels == 8 and edm_heun_rule().n_levels is None
+    assert check_grid(rule, edm_sigma_grid(8)) == (8, True)                       # 9 points ending in 0
+    assert check_grid(rule, edm_sigma_grid(8, append_zero=False)) == (7, True)
+    with pytest.raises(ValueError, match=r"grid has 13 points.*n_levels=8"):
+        sample(rule, lambda x, s: x / (1.0 + s**2), KEY, SHAPE, edm_sigma_grid(12))
+
+
 # -- shapes -----------------------------------------------------------------------------------------
 
 

@@ -88,7 +88,9 @@ def _edm_rule(heun: bool, s_churn, s_min, s_max, s_noise, n_steps, sigma_max) ->
         return per_step, (grid[-1] > 0).astype(jnp.int32)
 
     return StepRule(step=step, prior=prior, noise=gaussian_noise if churn else no_noise, finalize=finalize,
-                    nfe_per_step=2 if heun else 1, nfe_final=1, nfe_fn=nfe_fn, **StepRule.declare("denoiser"))
+                    nfe_per_step=2 if heun else 1, nfe_final=1, nfe_fn=nfe_fn,
+                    n_levels=n_steps if churn else None,   # gamma = s_churn / N holds for one grid length only
+                    **StepRule.declare("denoiser"))
 
 
 def edm_heun_rule(s_churn: float = 0.0, s_min: float = 0.0, s_max: float = math.inf, s_noise: float = 1.0,
@@ -112,6 +114,8 @@ def edm_heun_rule(s_churn: float = 0.0, s_min: float = 0.0, s_max: float = math.
       s_noise: noise inflation ``>= 0``.
       n_steps: ``N``, the number of positive noise levels of the grid (required when
         ``s_churn > 0``; sets ``gamma``; k-diffusion's ``len(sigmas) - 1`` for a grid ending in ``0``).
+        With churn the rule records it as ``n_levels`` and the executors reject a grid of
+        another length (its ``gamma`` would be wrong).
       sigma_max: std of the prior ``N(0, sigma_max^2 I)``; must equal the grid's first level.
 
     Returns:
