@@ -12,9 +12,12 @@ median over repeats of the wall time per step, compile excluded:
   ``metrics.jsonl`` between the first log point (after compile) and the last one.
 - ``slow data``: the driver with ``data_fn`` sleeping 2 ms per batch, with the default
   background prefetch (``prefetch=2``) and without (``prefetch=0``).
+- ``driver_scan``: the driver with ``steps_per_call=50`` (50 steps per jitted ``lax.scan``: one
+  dispatch per chunk instead of per step).
 
 Prints a table, then one JSON line (last line of stdout) with ``driver_vs_bare``,
-``slow_data_vs_bare`` and ``slow_data_no_prefetch_vs_bare`` (ratios of time per step) and the
+``slow_data_vs_bare``, ``slow_data_no_prefetch_vs_bare`` and ``driver_scan_vs_bare`` (ratios of
+time per step) and the
 steps/s of every variant. Usage: ``python benchmarks/train_overhead.py [--quick] [--steps N]``.
 """
 
@@ -60,12 +63,13 @@ def _bare(loss, apply_fn, params, data_fn, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def _driver(loss, apply_fn, params, data_fn, steps: int, log_every: int, prefetch: int, progress: bool) -> float:
+def _driver(loss, apply_fn, params, data_fn, steps: int, log_every: int, prefetch: int, progress: bool,
+            steps_per_call: int = 1) -> float:
     """Seconds per step of ``train.train`` between its first and last log point."""
     with tempfile.TemporaryDirectory(prefix="diffjax-bench-") as d:
         train.train(loss, apply_fn, params, data_fn, steps=steps, out_dir=d, config={}, lr=1e-3,
                     batch_size=BATCH, ckpt_every=10 * steps, log_every=log_every, prefetch=prefetch,
-                    progress=progress, log=lambda msg: None)
+                    progress=progress, log=lambda msg: None, steps_per_call=steps_per_call)
         recs = [json.loads(line) for line in (Path(d) / "metrics.jsonl").read_text().splitlines()]
     first, last = recs[0], recs[-1]
     return (last["time"] - first["time"]) / (last["step"] - first["step"])
@@ -93,6 +97,7 @@ def main():
         "driver": lambda: _driver(loss, apply_fn, params, fast, steps, log_every, 2, progress),
         "slow_data": lambda: _driver(loss, apply_fn, params, slow, steps, log_every, 2, progress),
         "slow_data_no_prefetch": lambda: _driver(loss, apply_fn, params, slow, steps, log_every, 0, progress),
+        "driver_scan": lambda: _driver(loss, apply_fn, params, fast, steps, log_every, 2, progress, 50),
     }
     times = {k: [] for k in variants}
     for _ in range(repeats):
@@ -103,6 +108,7 @@ def main():
         "driver_vs_bare": med["driver"] / med["bare"],
         "slow_data_vs_bare": med["slow_data"] / med["bare"],
         "slow_data_no_prefetch_vs_bare": med["slow_data_no_prefetch"] / med["bare"],
+        "driver_scan_vs_bare": med["driver_scan"] / med["bare"],
         "steps_per_sec": {k: 1.0 / v for k, v in med.items()},
         "ratios_per_repeat": {k: [t / b for t, b in zip(times[k], times["bare"])] for k in variants if k != "bare"},
         "steps": steps, "repeats": repeats, "batch": BATCH, "width": WIDTH, "data_sleep_ms": SLEEP_S * 1e3,

@@ -434,6 +434,25 @@ def test_prefetch_does_not_change_the_run(tmp_path, straight_run):
     assert new_log == ref_log
 
 
+def test_steps_per_call_scans_chunks_between_log_and_checkpoint_points(tmp_path, straight_run):
+    """steps_per_call=4 with log_every=5 and ckpt_every=10: chunks 0-4, 4-5, 5-8, 8-10, ... never cross
+    a log/checkpoint point; same states, logs and checkpoints as one step per call (to float
+    rounding), and a resumed chunked run equals the uninterrupted chunked one bit for bit."""
+    out_ref, ref = straight_run
+    chunked = run(tmp_path / "a", 30, steps_per_call=4)
+    for x, y in zip(jax.tree_util.tree_leaves(chunked), jax.tree_util.tree_leaves(ref)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+    recs = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    ref_recs = [json.loads(line) for line in (out_ref / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs] == [r["step"] for r in ref_recs] == [5, 10, 15, 20, 25, 30]
+    np.testing.assert_allclose([r["loss"] for r in recs], [r["loss"] for r in ref_recs], rtol=1e-5)
+    assert sorted(int(p.name) for p in (tmp_path / "a" / "checkpoints").iterdir() if p.name.isdigit()) == [10, 20, 30]
+    run(tmp_path / "b", 20, steps_per_call=4)
+    assert_tree_equal(run(tmp_path / "b", 30, resume=True, steps_per_call=4), chunked)
+    with pytest.raises(ValueError, match="steps_per_call"):
+        run(tmp_path / "c", 5, steps_per_call=0)
+
+
 def test_train_loop_any_step_and_optimizer_closed_form(tmp_path):
     """A user step + optax.sgd on f(w) = 1/2 ||w - c||^2: w_s = c + (1 - lr)^s (w_0 - c), so the logged
     window means of f are geometric sums, and a non-finite step stops the run before its checkpoint."""

@@ -95,10 +95,12 @@ def _initial_state(state: TrainState, out: Path, resume, config: Mapping, ignore
 
 
 def _fuse(step: Callable, state: TrainState, batch, mesh: Mesh | None, donate: bool):
-    """``(fused, acc0)``: one jitted call ``fused(state, acc, batch) -> (state, acc)`` per step.
+    """``(call, acc0)``: ``call(k)`` is the jitted ``(state, acc, batches) -> (state, acc)`` running ``k`` steps.
 
     ``acc`` holds float32 window sums of the step's scalar metrics (``finite`` excepted), the
     window's step count ``n`` and ``first_bad``, the first step whose ``finite`` was false (-1).
+    ``call(1)`` takes one batch; ``call(k > 1)`` takes the ``k`` batches stacked on a new leading
+    axis and runs the steps in one ``lax.scan`` (one dispatch for ``k`` steps). Compiled once per ``k``.
     """
     shapes = jax.eval_shape(step, state, batch)[1]
     if not isinstance(shapes, Mapping) or "loss" not in shapes or "finite" not in shapes:
@@ -113,13 +115,31 @@ def _fuse(step: Callable, state: TrainState, batch, mesh: Mesh | None, donate: b
         sums = {k: v + jnp.asarray(m[k], jnp.float32) for k, v in acc["sums"].items()}
         return state, {"sums": sums, "n": acc["n"] + 1, "first_bad": jnp.where(bad, t, acc["first_bad"])}
 
+    def scanned(state, acc, batches):
+        return jax.lax.scan(lambda c, b: (fused(*c, b), None), (state, acc), batches)[0]
+
     donate_argnums = (0,) if donate else ()
-    if mesh is None:
-        return jax.jit(fused, donate_argnums=donate_argnums), acc0
-    repl = NamedSharding(mesh, P())
-    jitted = jax.jit(fused, in_shardings=(repl, repl, NamedSharding(mesh, P("data"))),
-                     out_shardings=(repl, repl), donate_argnums=donate_argnums)
-    return jitted, replicate(acc0, mesh)
+    repl = None if mesh is None else NamedSharding(mesh, P())
+    cache = {}
+
+    def call(k: int):
+        if k not in cache:
+            fn = fused if k == 1 else scanned
+            if mesh is None:
+                cache[k] = jax.jit(fn, donate_argnums=donate_argnums)
+            else:
+                data = NamedSharding(mesh, P("data") if k == 1 else P(None, "data"))
+                cache[k] = jax.jit(fn, in_shardings=(repl, repl, data), out_shardings=(repl, repl),
+                                   donate_argnums=donate_argnums)
+        return cache[k]
+
+    return call, (acc0 if mesh is None else replicate(acc0, mesh))
+
+
+def _chunk_end(s: int, steps: int, periods: tuple[int, ...]) -> int:
+    """The first step after ``s`` that is a multiple of one of ``periods`` (or ``steps``): chunks never
+    cross a log or checkpoint point, and depend only on the absolute step (so a resumed run repeats them)."""
+    return min([steps] + [(s // p + 1) * p for p in periods])
 
 
 class _Outputs:
@@ -167,22 +187,27 @@ class _Outputs:
 
 
 def _run(step: Callable, state: TrainState, feed: Prefetcher, io: _Outputs, *, start: int, steps: int,
-         log_every: int, ckpt_every: int, mesh: Mesh | None, donate: bool) -> TrainState:
+         log_every: int, ckpt_every: int, steps_per_call: int, mesh: Mesh | None, donate: bool) -> TrainState:
     """Steps ``start .. steps - 1``; reads the device only at log and checkpoint points."""
-    fused = acc = acc0 = None
+    call = acc = acc0 = None
     inflight = deque()
-    for s in range(start, steps):
-        batch = feed.get(s)
-        if fused is None:
-            fused, acc0 = _fuse(step, state, batch, mesh, donate)
+    s = start
+    while s < steps:
+        done = _chunk_end(s, steps, (steps_per_call, log_every, ckpt_every))
+        batches = [feed.get(i) for i in range(s, done)]
+        if call is None:
+            call, acc0 = _fuse(step, state, batches[0], mesh, donate)
             acc = acc0
-        state, acc = fused(state, acc, batch)
+        if done - s == 1:
+            state, acc = call(1)(state, acc, batches[0])
+        else:
+            state, acc = call(done - s)(state, acc, jax.tree_util.tree_map(lambda *b: jnp.stack(b), *batches))
         inflight.append(acc["n"])
         if len(inflight) > _MAX_INFLIGHT:
             inflight.popleft().block_until_ready()
         if io.bar is not None:
-            io.bar.update(1)
-        done = s + 1
+            io.bar.update(done - s)
+        s = done
         log_now, ckpt_now = done % log_every == 0 or done == steps, done % ckpt_every == 0 or done == steps
         if log_now or ckpt_now:
             window = jax.device_get(acc)
@@ -200,7 +225,8 @@ def _run(step: Callable, state: TrainState, feed: Prefetcher, io: _Outputs, *, s
 def train_loop(step: Callable, optimizer: optax.GradientTransformation, params, data_fn: Callable[[int], Any], *,
                key: jax.Array, steps: int, out_dir, config: Mapping, resume: bool | str | os.PathLike = False,
                ckpt_every: int = 1000, log_every: int = 100, max_to_keep: int = 3, mesh: Mesh | None = None,
-               donate: bool | None = None, prefetch: int = 2, progress: bool = True, desc: str = "train",
+               donate: bool | None = None, prefetch: int = 2, steps_per_call: int = 1, progress: bool = True,
+               desc: str = "train",
                ignore=NON_IDENTITY_KEYS, checkpoint_extra: Callable[[int, Mapping | None], Mapping] | None = None,
                log: Callable[[str], None] = print) -> TrainState:
     """Run ``step`` from ``create_train_state(params, optimizer, key)`` (or a checkpoint) to ``steps``.
@@ -231,6 +257,11 @@ def train_loop(step: Callable, optimizer: optax.GradientTransformation, params, 
         (:func:`shard_batch`); otherwise batches are put on the default device.
       donate: donate the state's buffers to the step (default: on unless the backend is CPU).
       prefetch: batches produced ahead by the background thread; 0 calls ``data_fn`` inline.
+      steps_per_call: run up to this many steps in one jitted ``lax.scan`` over stacked batches
+        (one dispatch per chunk: for small models whose step is shorter than the host's dispatch
+        overhead). Chunks end at every log and checkpoint point and at multiples of
+        ``steps_per_call``, so a resumed run is still bit-exact; against ``steps_per_call=1`` the
+        result agrees to float rounding (XLA may fuse a scanned step differently).
       progress, desc: show a tqdm progress bar with this label.
       ignore: config keys allowed to differ on resume.
       checkpoint_extra: ``extra(done, stored_config) -> dict`` merged into the config of the
@@ -250,7 +281,7 @@ def train_loop(step: Callable, optimizer: optax.GradientTransformation, params, 
       NonFiniteLossError: the loss/gradient became NaN or inf (the last good checkpoint stays).
     """
     for name, v in (("steps", steps), ("ckpt_every", ckpt_every), ("log_every", log_every),
-                    ("max_to_keep", max_to_keep)):
+                    ("max_to_keep", max_to_keep), ("steps_per_call", steps_per_call)):
         check_int(name, v)
     check_int("prefetch", prefetch, lo=0)
     out = Path(out_dir)
@@ -277,7 +308,8 @@ def train_loop(step: Callable, optimizer: optax.GradientTransformation, params, 
     feed = Prefetcher(lambda s: put(data_fn(s)), start, steps, prefetch)
     try:
         return _run(step, state, feed, io, start=start, steps=steps, log_every=log_every, ckpt_every=ckpt_every,
-                    mesh=mesh, donate=jax.default_backend() != "cpu" if donate is None else bool(donate))
+                    steps_per_call=steps_per_call, mesh=mesh,
+                    donate=jax.default_backend() != "cpu" if donate is None else bool(donate))
     finally:
         feed.close()
         io.close()

@@ -41,7 +41,7 @@ def train(loss: Callable, apply_fn: Callable, params, data_fn: Callable[[int], A
           ckpt_every: int = 1000, resume: bool | str | os.PathLike = False, ema_decay: float = 0.999,
           ema_warmup: bool = True, log_every: int = 100, progress: bool = True, warmup_steps: int = 0,
           grad_clip: float | None = None, weight_decay: float = 0.0, max_to_keep: int = 3,
-          mesh: Mesh | None = None, donate: bool | None = None, prefetch: int = 2,
+          mesh: Mesh | None = None, donate: bool | None = None, prefetch: int = 2, steps_per_call: int = 1,
           optimizer: optax.GradientTransformation | None = None,
           log: Callable[[str], None] = print) -> TrainState:
     """Train with checkpoints, JSON-lines metrics and bit-exact resume (:func:`train_loop`).
@@ -77,6 +77,8 @@ def train(loss: Callable, apply_fn: Callable, params, data_fn: Callable[[int], A
       mesh: device mesh (default: all devices, :func:`make_mesh`).
       donate: donate state buffers to the step (default: on unless the backend is CPU, where
         XLA cannot use donated buffers).
+      steps_per_call: steps per jitted call (a ``lax.scan`` over stacked batches), for small
+        models whose step is shorter than the host's dispatch overhead; see :func:`train_loop`.
       optimizer: an optax transformation replacing :func:`make_optimizer`'s Adam (then ``lr``,
         ``warmup_steps``, ``grad_clip`` and ``weight_decay`` are unused).
       log: where to print human-readable messages.
@@ -108,4 +110,4 @@ def train(loss: Callable, apply_fn: Callable, params, data_fn: Callable[[int], A
     return train_loop(step, optimizer, params, _checked_data_fn(data_fn, batch_size), key=train_key(seed),
                       steps=steps, out_dir=out_dir, config=cfg, resume=resume, ckpt_every=ckpt_every,
                       log_every=log_every, max_to_keep=max_to_keep, mesh=mesh, donate=donate, prefetch=prefetch,
-                      progress=progress, log=log)
+                      steps_per_call=steps_per_call, progress=progress, log=log)
