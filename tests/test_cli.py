@@ -87,3 +87,15 @@ def test_help_exits_cleanly(capsys):
         main(["--help"])
     assert e.value.code == 0
     assert "demo" in capsys.readouterr().out
+
+
+def test_demo_runs_end_to_end_and_writes_its_png(tmp_path, capsys):
+    """A shortened demo (the default recipe at 200 steps, 256 points): every sampler row, the noise
+    floor, the Picard note and the PNG; the chunked training (steps_per_call) reaches the end."""
+    png = tmp_path / "demo.png"
+    assert main(["demo", "--steps", "200", "--n", "256", "--no-progress", "--out", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "200 steps of batch 256" in out and "(fresh data)" in out and "parallel rounds" in out
+    for label in ("DDIM", "DPM-Solver++ 2M", "EDM Heun", "Euler-Maruyama", "DDPM, Picard"):
+        assert label in out
+    assert png.stat().st_size > 10_000 and f"wrote {png}" in out
