@@ -268,12 +268,14 @@ def train_dp(loss, apply_fn, params, args, key, x, y):
         params = optax.apply_updates(params, updates)
         return params, optax.incremental_update(params, ema, 1.0 - decay), opt_state
 
-    ema, opt_state, sizes = params, opt.init(params), []
+    ema, opt_state, sizes, t0 = params, opt.init(params), [], time.perf_counter()
     for s in range(args.dp_steps):
         k_loss, k_batch = jax.random.split(jax.random.fold_in(key, s))
         grads, count = grad_fn(params, k_loss, k_batch, data)
         params, ema, opt_state = update(params, ema, opt_state, grads, _ema_decay(args, s))
         sizes.append(int(count))
+        if (s + 1) % max(args.dp_steps // 10, 1) == 0:
+            print(f"  dp step {s + 1}/{args.dp_steps}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     info = {"train_steps": args.dp_steps, "expected_batch": args.dp_batch, "mean_batch": float(np.mean(sizes)),
             "sample_rate": round(q, 5), "noise_multiplier": round(sigma, 4), "epsilon": round(spent, 4),
             "delta": args.delta, "multiplicity": args.multiplicity, "clip": args.clip, "dp_impl": args.dp_impl}
@@ -303,18 +305,22 @@ def draw(sample_fn, params, key, n_per_class: int, w: float):
 
 def save_grid(x, y, path: Path, title: str, per_class: int = 10):
     """A ``10 x per_class`` mosaic (row = class) of the first samples of each class, as a PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    import matplotlib  # noqa: PLC0415
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
+    from matplotlib.figure import Figure  # noqa: PLC0415
 
-    rows = [np.concatenate(list(x[y == c][:per_class, :, :, 0]), axis=1) for c in range(NUM_CLASSES)]
-    mosaic = np.concatenate(rows, axis=0)
-    fig = Figure(figsize=(4.2, 4.5))
+    cells = np.pad(x[..., 0], ((0, 0), (1, 1), (1, 1)), constant_values=np.nan)  # 1-pixel frame per digit
+    side = cells.shape[1]
+    mosaic = np.concatenate([np.concatenate(list(cells[y == c][:per_class]), axis=1)
+                             for c in range(NUM_CLASSES)], axis=0)
+    cmap = matplotlib.colormaps["gray_r"].with_extremes(bad="#c8d2e0")
+    fig = Figure(figsize=(6.0, 6.3))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    ax.imshow(mosaic, cmap="gray_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
+    ax.imshow(mosaic, cmap=cmap, vmin=-1.0, vmax=1.0, interpolation="nearest")
     ax.set_xticks([])
-    ax.set_yticks(np.arange(NUM_CLASSES) * x.shape[1] + x.shape[1] / 2, labels=[str(c) for c in range(NUM_CLASSES)])
-    ax.set_title(title, fontsize=8)
+    ax.set_yticks(np.arange(NUM_CLASSES) * side + side / 2, labels=[str(c) for c in range(NUM_CLASSES)])
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
