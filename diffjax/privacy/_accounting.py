@@ -14,6 +14,8 @@ The numerics come from Google's ``dp-accounting`` package, imported lazily (opti
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import numbers
 
@@ -30,6 +32,20 @@ def _dp_accounting():
             "privacy accounting needs the optional dependency 'dp-accounting'; install it with "
             "`pip install diffjax[privacy]` (or `pip install dp-accounting`)") from e
     return dp_accounting
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    """Silence dp-accounting's per-order warnings ("_compute_log_a_frac failed to converge ...
+    Excluding this order"), dozens per call at large sample rates. Dropping an order only makes the
+    RDP epsilon (a minimum over orders) larger, so the result stays a valid upper bound."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _check_positive(name, value, *, allow_zero=False):
@@ -103,8 +119,9 @@ def epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: floa
     event = dpa.SelfComposedDpEvent(
         dpa.PoissonSampledDpEvent(q, dpa.GaussianDpEvent(sigma)), steps)
     acc = dpa.rdp.RdpAccountant() if accountant == "rdp" else dpa.pld.PLDAccountant()
-    acc.compose(event)
-    return float(acc.get_epsilon(delta))
+    with _quiet_absl():
+        acc.compose(event)
+        return float(acc.get_epsilon(delta))
 
 
 def calibrate_noise(target_epsilon: float, sample_rate: float, steps: int, delta: float, *,
