@@ -6,11 +6,11 @@ import time
 from pathlib import Path
 
 # Training recipe (measured in benchmarks/RESULTS.md, demo section). What makes the samples crisp is
-# the number of optimizer steps, not the batch: 12,000 steps of batch 256, run 100 per jitted call
+# the number of optimizer steps, not the batch: 9,000 steps of batch 256, run 100 per jitted call
 # (``steps_per_call``: the step of this small MLP is shorter than a dispatch), cost about as much as
 # 4,000 of batch 512 one per call, and cut the blur of the deterministic samplers by ~1 nat of KDE-NLL. Adam with warm-up, then cosine decay of the learning rate to 1 % (the fine spiral
 # arms need the small late steps) and an EMA of 0.999.
-RECIPE = {"steps": 12000, "batch_size": 256, "steps_per_call": 100, "lr": 3e-3, "warmup_steps": 200, "decay_to": 0.01,
+RECIPE = {"steps": 9000, "batch_size": 256, "steps_per_call": 100, "lr": 3e-3, "warmup_steps": 200, "decay_to": 0.01,
           "ema_decay": 0.999, "time_scale": 1000.0}
 # (panel label, method, steps, Picard?): deterministic solvers at 20-50 steps (at 10 their own
 # discretisation error blurs the arms), the stochastic ones at 200.
