@@ -8,10 +8,11 @@ from pathlib import Path
 # Training recipe (measured in benchmarks/RESULTS.md, demo section). What makes the samples crisp is
 # the number of optimizer steps, not the batch: 9,000 steps of batch 256, run 100 per jitted call
 # (``steps_per_call``: the step of this small MLP is shorter than a dispatch), cost about as much as
-# 4,000 of batch 512 one per call, and cut the blur of the deterministic samplers by ~1 nat of KDE-NLL. Adam with warm-up, then cosine decay of the learning rate to 1 % (the fine spiral
-# arms need the small late steps) and an EMA of 0.999.
-RECIPE = {"steps": 9000, "batch_size": 256, "steps_per_call": 100, "lr": 3e-3, "warmup_steps": 200, "decay_to": 0.01,
-          "ema_decay": 0.999, "time_scale": 1000.0}
+# 4,000 of batch 512 one per call and cut the blur of the deterministic samplers by ~1 nat of KDE-NLL.
+# Adam with warm-up, then cosine decay of the learning rate to 1 % (the fine spiral arms need the
+# small late steps), and an EMA of 0.999.
+RECIPE = {"steps": 9000, "batch_size": 256, "steps_per_call": 100, "lr": 3e-3, "warmup_steps": 200,
+          "decay_to": 0.01, "ema_decay": 0.999, "time_scale": 1000.0}
 # (panel label, method, steps, Picard?): deterministic solvers at 20-50 steps (at 10 their own
 # discretisation error blurs the arms), the stochastic ones at 200.
 RUNS = (("DDIM", "ddim", 50, False), ("DPM-Solver++ 2M", "dpmpp_2m", 20, False),
@@ -42,7 +43,8 @@ def _train(args, recipe: dict):
     data_fn, data_shape = _build.data_fn_for(config)
     _, apply_fn, init_fn = _build.make_network(config, data_shape)
     print(f"diffjax demo: training a {config['depth']}-layer MLP (width {config['width']}) on '{args.dataset}' "
-          f"with VP-SDE denoising score matching, {args.steps} steps of batch {config['batch_size']} on {jax.default_backend()} "
+          f"with VP-SDE denoising score matching, {args.steps} steps of batch {config['batch_size']} "
+          f"on {jax.default_backend()} "
           f"(lr {recipe['lr']:g} cosine-decayed, EMA {recipe['ema_decay']})")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="diffjax-demo-") as run_dir:

@@ -14,7 +14,8 @@ def _demo(sub) -> None:
     d = sub.add_parser("demo", formatter_class=_FMT,
                        help="train a small 2-D model, sample it with several samplers, write a PNG")
     d.add_argument("--dataset", default="swiss_roll", help="built-in 2-D set")
-    d.add_argument("--steps", type=int, default=None, help="training steps of batch 256 (default: the demo recipe's 9000)")
+    d.add_argument("--steps", type=int, default=None,
+                   help="training steps of batch 256 (default: the demo recipe's 9000)")
     d.add_argument("--width", type=int, default=128, help="MLP width")
     d.add_argument("--n", type=int, default=2000, help="samples per sampler")
     d.add_argument("--seed", type=int, default=0, help="random seed")

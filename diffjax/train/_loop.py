@@ -226,8 +226,8 @@ def train_loop(step: Callable, optimizer: optax.GradientTransformation, params, 
                key: jax.Array, steps: int, out_dir, config: Mapping, resume: bool | str | os.PathLike = False,
                ckpt_every: int = 1000, log_every: int = 100, max_to_keep: int = 3, mesh: Mesh | None = None,
                donate: bool | None = None, prefetch: int = 2, steps_per_call: int = 1, progress: bool = True,
-               desc: str = "train",
-               ignore=NON_IDENTITY_KEYS, checkpoint_extra: Callable[[int, Mapping | None], Mapping] | None = None,
+               desc: str = "train", ignore=NON_IDENTITY_KEYS,
+               checkpoint_extra: Callable[[int, Mapping | None], Mapping] | None = None,
                log: Callable[[str], None] = print) -> TrainState:
     """Run ``step`` from ``create_train_state(params, optimizer, key)`` (or a checkpoint) to ``steps``.
 
