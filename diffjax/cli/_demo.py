@@ -97,8 +97,6 @@ def cmd_demo(args) -> int:
     from diffjax import metrics
     from diffjax.cli import _build
 
-    if args.steps is None:
-        args.steps = RECIPE["steps"]
     config, apply_fn, params, data_shape = _train(args, RECIPE)
     model_fn = _build.model_function(config, apply_fn, params)
     data = np.asarray(_build.toy_batch(args.dataset, args.seed + 1, 0, args.n))

@@ -9,13 +9,13 @@ CDL_WEIGHT = 2.0 / 128.0   # CDL authors: 2 CDL examples per batch of 128, each 
 
 
 def _demo(sub) -> None:
-    from diffjax.cli._demo import cmd_demo
+    from diffjax.cli._demo import RECIPE, cmd_demo
 
     d = sub.add_parser("demo", formatter_class=_FMT,
                        help="train a small 2-D model, sample it with several samplers, write a PNG")
     d.add_argument("--dataset", default="swiss_roll", help="built-in 2-D set")
-    d.add_argument("--steps", type=int, default=None,
-                   help="training steps of batch 256 (default: the demo recipe's 9000)")
+    d.add_argument("--steps", type=int, default=RECIPE["steps"],
+                   help=f"training steps of batch {RECIPE['batch_size']}")
     d.add_argument("--width", type=int, default=128, help="MLP width")
     d.add_argument("--n", type=int, default=2000, help="samples per sampler")
     d.add_argument("--seed", type=int, default=0, help="random seed")
